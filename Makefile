@@ -1,0 +1,34 @@
+# `make demo` and `make test` do all set-up themselves on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/common/requirements.txt | md5sum | cut -c1-8)
+
+.PHONY: venv test lint demo up bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt layers/common/requirements.txt
+	rm -rf $(VENV)
+	$$(scripts/find-python) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+demo: venv
+	$(PY) -m local.demo
+
+up: venv
+	$(PY) -m local.up
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .aws-sam

@@ -1,0 +1,1 @@
+"""Crash-proof WhatsApp template campaigns: the domain package every function imports."""

@@ -1,0 +1,69 @@
+"""Settings read from the environment, with production defaults.
+
+Endpoints are not settings of ours: boto3 and pynamodb honour the standard
+AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> variables, which is how the local
+stack points the very same code at moto's server and at the local Lambda runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str = "campaigns"
+    sender_function_name: str = "sender"
+    whatsapp_secret_arn: str = ""
+    graph_api_url: str = "https://graph.facebook.com"
+    graph_api_version: str = "v23.0"
+    # A sender's lease lasts this long past its last heartbeat; recovery takes over after it.
+    lease_seconds: float = 60.0
+    # How often a live sender renews its lease and flushes counters.
+    heartbeat_seconds: float = 1.0
+    # Connect and read timeouts of one Graph request.
+    connect_timeout_seconds: float = 3.05
+    read_timeout_seconds: float = 10.0
+    # Allowance for clock skew between the sender and the recovery function.
+    clock_skew_seconds: float = 2.0
+    # Sends in flight at once in one sender batch.
+    max_in_flight: int = 8
+    # Attempts per recipient on retryable errors before it fails with the last code.
+    max_attempts: int = 5
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 60.0
+    # How long a webhook may take to prove that an in-doubt send happened.
+    in_doubt_grace_seconds: float = 900.0
+    # Each shard carries at most this many messages/s, so a 1000 mps campaign gets 13 shards.
+    shard_rate: int = 80
+    aws_region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f.name.upper())
+            if raw is not None:
+                values[f.name] = type(f.default)(raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def stop_margin_seconds(self) -> float:
+        """Remaining time below which a sender stops claiming: one request must still fit."""
+        return self.connect_timeout_seconds + self.read_timeout_seconds + 2.0
+
+    @property
+    def lease_safety_seconds(self) -> float:
+        """How long before its lease expires (by its own clock) a sender stops posting.
+
+        A POST started before this point ends (or times out) before the lease expires
+        even on a recovery clock that runs `clock_skew_seconds` ahead, so when recovery
+        takes over, no send of the old holder can still be on the wire.
+        """
+        return self.connect_timeout_seconds + self.read_timeout_seconds + self.clock_skew_seconds
+
+
+def settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,54 @@
+"""Logger, tracer and metrics shared by every function, and the names of the metrics we emit.
+
+The CloudWatch dashboard and alarms in template.yaml name these metrics; a test checks that
+every metric the template names is one listed here.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+NAMESPACE = "WhatsAppCampaigns"
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=NAMESPACE)
+
+
+class Metric:
+    MESSAGES_SENT = "MessagesSent"
+    MESSAGES_FAILED = "MessagesFailed"  # with dimension ErrorClass
+    MESSAGES_THROTTLED = "MessagesThrottled"
+    MESSAGES_RETRIED = "MessagesRetried"
+    MESSAGES_IN_DOUBT = "MessagesInDoubt"
+    IN_DOUBT_RESOLVED = "InDoubtResolved"
+    SEND_LATENCY = "SendLatency"
+    BATCHES_STARTED = "BatchesStarted"
+    BATCHES_FINISHED = "BatchesFinished"
+    SHARDS_TAKEN_OVER = "ShardsTakenOver"
+    STUCK_SHARDS = "StuckShards"
+    CAMPAIGNS_PAUSED_FATAL = "CampaignsPausedByFatalError"
+    CAMPAIGNS_COMPLETED = "CampaignsCompleted"
+    WEBHOOK_STATUSES = "WebhookStatuses"
+    WEBHOOK_REJECTED = "WebhookRejected"
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {v for k, v in vars(cls).items() if k.isupper()}
+
+
+def count(name: str, value: float = 1) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def latency_ms(name: str, value: float) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
+
+
+def mask_phone(phone: str) -> str:
+    """Phone numbers never reach the logs whole: keep the country prefix and the last two digits."""
+    digits = phone.lstrip("+")
+    if len(digits) <= 5:
+        return "*" * len(digits)
+    return f"{digits[:3]}{'*' * (len(digits) - 5)}{digits[-2:]}"

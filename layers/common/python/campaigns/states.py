@@ -1,0 +1,78 @@
+"""Campaign and recipient state machines: every allowed transition, in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class RecipientStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"  # claimed by a batch; its POST may be on the wire
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    IN_DOUBT = "in_doubt"  # claimed by a batch that died: sent or not, nobody knows yet
+
+
+C, R = CampaignStatus, RecipientStatus
+
+CAMPAIGN_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
+    C.DRAFT: frozenset({C.SCHEDULED, C.SENDING, C.CANCELLED}),
+    C.SCHEDULED: frozenset({C.SENDING, C.DRAFT, C.CANCELLED}),
+    C.SENDING: frozenset({C.PAUSED, C.COMPLETED, C.CANCELLED}),
+    C.PAUSED: frozenset({C.SENDING, C.CANCELLED}),
+    # retry-failed reopens a finished campaign.
+    C.COMPLETED: frozenset({C.SENDING}),
+    C.CANCELLED: frozenset(),
+}
+
+RECIPIENT_TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
+    # claim; or skipped at send time (suppressed since import)
+    R.PENDING: frozenset({R.SENDING, R.SKIPPED}),
+    # checkpoint after the response; back to pending for a retry that was never sent;
+    # in doubt when its claimer died; sent when a webhook proves the send of a dead claimer
+    R.SENDING: frozenset({R.SENT, R.FAILED, R.PENDING, R.IN_DOUBT}),
+    # a failed status webhook after the send was accepted
+    R.SENT: frozenset({R.FAILED}),
+    # retry-failed (retryable codes only)
+    R.FAILED: frozenset({R.PENDING}),
+    R.SKIPPED: frozenset(),
+    # a webhook proves the send; or policy `resend` after the grace period
+    R.IN_DOUBT: frozenset({R.SENT, R.FAILED, R.PENDING}),
+}
+
+# What a person may ask of a campaign, and the statuses it may be asked in.
+CAMPAIGN_ACTIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = {
+    "schedule": (frozenset({C.DRAFT}), C.SCHEDULED),
+    "send": (frozenset({C.DRAFT, C.SCHEDULED}), C.SENDING),
+    "pause": (frozenset({C.SENDING}), C.PAUSED),
+    "resume": (frozenset({C.PAUSED}), C.SENDING),
+    "cancel": (frozenset({C.DRAFT, C.SCHEDULED, C.SENDING, C.PAUSED}), C.CANCELLED),
+    "retry-failed": (frozenset({C.SENDING, C.PAUSED, C.COMPLETED}), C.SENDING),
+}
+
+TERMINAL_RECIPIENT = frozenset({R.SENT, R.FAILED, R.SKIPPED, R.IN_DOUBT})
+# Recipients still owed work: a campaign is completed exactly when none is left.
+OPEN_RECIPIENT = frozenset({R.PENDING, R.SENDING})
+
+
+def campaign_can(src: CampaignStatus, dst: CampaignStatus) -> bool:
+    return dst in CAMPAIGN_TRANSITIONS[src]
+
+
+def recipient_can(src: RecipientStatus, dst: RecipientStatus) -> bool:
+    return dst in RECIPIENT_TRANSITIONS[src]
+
+
+def sources_of(dst: RecipientStatus) -> frozenset[RecipientStatus]:
+    """The statuses a recipient may move to `dst` from: the condition of that write."""
+    return frozenset(src for src, dsts in RECIPIENT_TRANSITIONS.items() if dst in dsts)
