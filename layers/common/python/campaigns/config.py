@@ -40,7 +40,7 @@ class Settings:
     aws_region: str = "us-east-1"
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides) -> Settings:
         values = {}
         for f in fields(cls):
             raw = os.environ.get(f.name.upper())
@@ -67,3 +67,10 @@ class Settings:
 
 def settings() -> Settings:
     return Settings.from_env()
+
+
+def whatsapp_secret(settings: Settings) -> dict:
+    """The JSON secret {access_token, app_secret, verify_token}, cached for five minutes."""
+    from aws_lambda_powertools.utilities import parameters
+
+    return parameters.get_secret(settings.whatsapp_secret_arn, transform="json", max_age=300)

@@ -48,8 +48,7 @@ _TABLE: dict[int, ErrorClass] = {
 }
 _PERMISSION_CODES = range(200, 300)
 
-# Codes we never learned from Meta but a client sees: no answer at all, or a 5xx without a body.
-TIMEOUT = -1
+# Codes of our own for answers without a Graph error: no connection, or a 5xx without a body.
 CONNECTION = -2
 HTTP_5XX = -3
 

@@ -1,0 +1,187 @@
+"""The lease protocol of a shard: who may send for it, until when, under which fencing generation.
+
+Every change of holder is a conditional write on the shard item that bumps `lease_gen`:
+
+  hand_to  an invoker (API send/resume, recovery, a batch handing off) reserves the lease
+           for an invocation it is about to start, naming it by a fresh token;
+  acquire  the invoked batch swaps that token for its own owner id: of two deliveries of
+           the same event only the first can, so a duplicate sends nothing;
+  renew    the heartbeat: extends the expiry, flushes counters and cursor, and fails once
+           anyone else holds the lease;
+  release  the holder lets go (paused, nothing to do until a time, or finished).
+
+The shard's DueIndex entry (due_at) follows the lease expiry while it is held: recovery
+takes over exactly the shards whose entry is in the past.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.condition import Condition
+
+from .config import Settings
+from .models import DUE_SHARD, Shard
+
+
+class LeaseLost(Exception):
+    """Somebody else holds the shard's lease now: stop sending at once."""
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def conditional_failed(error: UpdateError) -> bool:
+    return error.cause_response_code == "ConditionalCheckFailedException"
+
+
+@dataclass
+class Lease:
+    campaign_id: str
+    shard: int
+    owner: str
+    gen: int
+    expires: float
+    # Own-clock (monotonic) instant after which this holder must not start a send.
+    send_deadline: float = field(default=0.0)
+
+    def usable(self) -> bool:
+        return time.monotonic() < self.send_deadline
+
+
+def _shard(campaign_id: str, shard: int) -> Shard:
+    return Shard(*Shard.key(campaign_id, shard))
+
+
+def _update(item: Shard, actions: list, condition: Condition) -> bool:
+    try:
+        item.update(actions=actions, condition=condition)
+        return True
+    except UpdateError as error:
+        if conditional_failed(error):
+            return False
+        raise
+
+
+def free_or_expired(now: float) -> Condition:
+    return Shard.lease_owner.does_not_exist() | (Shard.lease_expires < now)
+
+
+def held_by(owner: str) -> Condition:
+    return Shard.lease_owner == owner
+
+
+def token_is(token: str) -> Condition:
+    return Shard.lease_token == token
+
+
+def hand_to(
+    campaign_id: str, shard: int, token: str, condition: Condition, settings: Settings, now: float | None = None
+) -> int | None:
+    """Reserve the lease for the invocation named `token`; returns the new generation, None if refused.
+
+    The reservation lasts one lease period: if that invocation never runs, the shard becomes
+    due and recovery takes it over.
+    """
+    now = time.time() if now is None else now
+    item = _shard(campaign_id, shard)
+    expires = now + settings.lease_seconds
+    ok = _update(
+        item,
+        [
+            Shard.lease_owner.set(token),
+            Shard.lease_token.set(token),
+            Shard.lease_gen.add(1),
+            Shard.lease_expires.set(expires),
+            Shard.due_kind.set(DUE_SHARD),
+            Shard.due_at.set(expires),
+        ],
+        condition & Shard.campaign_id.exists(),
+    )
+    return int(item.lease_gen) if ok else None
+
+
+def acquire(campaign_id: str, shard: int, token: str, settings: Settings) -> tuple[Lease, Shard] | None:
+    """Take the lease reserved for `token` under a fresh owner id; None if it is not ours to take."""
+    owner = new_token()
+    item = _shard(campaign_id, shard)
+    started = time.monotonic()
+    now = time.time()
+    expires = now + settings.lease_seconds
+    ok = _update(
+        item,
+        [
+            Shard.lease_owner.set(owner),
+            Shard.lease_gen.add(1),
+            Shard.lease_expires.set(expires),
+            Shard.due_kind.set(DUE_SHARD),
+            Shard.due_at.set(expires),
+            Shard.heartbeat_at.set(now),
+        ],
+        Shard.lease_owner == token,
+    )
+    if not ok:
+        return None
+    lease = Lease(campaign_id, shard, owner, int(item.lease_gen), expires)
+    lease.send_deadline = started + settings.lease_seconds - settings.lease_safety_seconds
+    return lease, item
+
+
+def renew(lease: Lease, settings: Settings, extra_actions: list | None = None) -> None:
+    """Heartbeat: extend the lease and write `extra_actions` (counters, cursor) under its fence."""
+    started = time.monotonic()
+    now = time.time()
+    expires = now + settings.lease_seconds
+    ok = _update(
+        _shard(lease.campaign_id, lease.shard),
+        [
+            Shard.lease_expires.set(expires),
+            Shard.due_at.set(expires),
+            Shard.heartbeat_at.set(now),
+            *(extra_actions or []),
+        ],
+        (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen),
+    )
+    if not ok:
+        lease.send_deadline = 0.0
+        raise LeaseLost(f"shard {lease.shard} of {lease.campaign_id} is no longer held by this batch")
+    lease.expires = expires
+    lease.send_deadline = started + settings.lease_seconds - settings.lease_safety_seconds
+
+
+def release(lease: Lease, due_at: float | None, extra_actions: list | None = None) -> bool:
+    """Let go of the lease. With `due_at`, recovery looks at the shard again then; without, never."""
+    lease.send_deadline = 0.0
+    actions = [Shard.lease_owner.remove(), Shard.lease_expires.set(0), *(extra_actions or [])]
+    if due_at is None:
+        actions += [Shard.due_kind.remove(), Shard.due_at.remove()]
+    else:
+        actions += [Shard.due_kind.set(DUE_SHARD), Shard.due_at.set(due_at)]
+    return _update(
+        _shard(lease.campaign_id, lease.shard),
+        actions,
+        (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen),
+    )
+
+
+def hand_off(lease: Lease, token: str, settings: Settings, extra_actions: list | None = None) -> bool:
+    """The holder passes the lease to the next batch it is about to invoke (self-continuation)."""
+    lease.send_deadline = 0.0
+    now = time.time()
+    expires = now + settings.lease_seconds
+    return _update(
+        _shard(lease.campaign_id, lease.shard),
+        [
+            Shard.lease_owner.set(token),
+            Shard.lease_token.set(token),
+            Shard.lease_gen.add(1),
+            Shard.lease_expires.set(expires),
+            Shard.due_at.set(expires),
+            *(extra_actions or []),
+        ],
+        (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen),
+    )

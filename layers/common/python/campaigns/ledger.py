@@ -1,0 +1,143 @@
+"""Claim and checkpoint of recipients: one conditional write each, so only one claimer can win.
+
+Per message the sender writes exactly twice: `claim` (pending -> sending, naming the batch)
+before its POST and one checkpoint after the response. A checkpoint is conditioned on the
+claim still being the batch's own: once a takeover has settled an orphaned claim, a late
+write of the old holder fails instead of overwriting what the new holder decided.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from pynamodb.exceptions import UpdateError
+
+from .lease import conditional_failed
+from .models import Recipient, recipient_sk, shard_pk
+from .states import RecipientStatus as R
+
+OUTCOME_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
+LAST_SEQ = 10**9 - 1
+
+
+def _update(rec: Recipient, actions: list, condition) -> bool:
+    try:
+        rec.update(actions=actions, condition=condition)
+        return True
+    except UpdateError as error:
+        if conditional_failed(error):
+            return False
+        raise
+
+
+def _claimed_by(owner: str):
+    return (Recipient.status == R.SENDING.value) & (Recipient.claimed_by == owner)
+
+
+def claim(rec: Recipient, owner: str, now: float) -> bool:
+    return _update(
+        rec,
+        [
+            Recipient.status.set(R.SENDING.value),
+            Recipient.claimed_by.set(owner),
+            Recipient.claimed_at.set(now),
+        ],
+        (Recipient.status == R.PENDING.value)
+        & (Recipient.not_before.does_not_exist() | (Recipient.not_before <= now)),
+    )
+
+
+def mark_sent(rec: Recipient, owner: str, wamid: str, now: float) -> bool:
+    return _update(
+        rec,
+        [Recipient.status.set(R.SENT.value), Recipient.wamid.set(wamid), Recipient.sent_at.set(now)],
+        _claimed_by(owner),
+    )
+
+
+def mark_failed(rec: Recipient, owner: str, code: int, message: str, now: float) -> bool:
+    return _update(
+        rec,
+        [
+            Recipient.status.set(R.FAILED.value),
+            Recipient.error_code.set(code),
+            Recipient.error_message.set(message[:500]),
+            Recipient.failed_at.set(now),
+        ],
+        _claimed_by(owner),
+    )
+
+
+def mark_in_doubt(rec: Recipient, owner: str, now: float) -> bool:
+    """The batch itself cannot tell whether its POST reached Meta (a read timeout)."""
+    return _update(
+        rec,
+        [Recipient.status.set(R.IN_DOUBT.value), Recipient.in_doubt_at.set(now)],
+        _claimed_by(owner),
+    )
+
+
+def unclaim(rec: Recipient, owner: str, not_before: float | None, count_attempt: bool) -> bool:
+    """Back to pending: the send was refused or never left, so it can be tried again."""
+    actions = [Recipient.status.set(R.PENDING.value), Recipient.claimed_by.remove()]
+    actions.append(Recipient.not_before.set(not_before) if not_before else Recipient.not_before.remove())
+    if count_attempt:
+        actions.append(Recipient.attempts.add(1))
+    return _update(rec, actions, _claimed_by(owner))
+
+
+def settle_orphan(rec: Recipient, now: float) -> R | None:
+    """A claim whose batch is gone: sent if a webhook already proved it (wamid), else in doubt.
+
+    Conditioned on the very claim we read, so a holder that checkpoints first wins.
+    """
+    proven = rec.wamid is not None
+    target = R.SENT if proven else R.IN_DOUBT
+    actions = [Recipient.status.set(target.value)]
+    actions.append(Recipient.sent_at.set(now) if proven else Recipient.in_doubt_at.set(now))
+    ok = _update(rec, actions, _claimed_by(rec.claimed_by or ""))
+    return target if ok else None
+
+
+def requeue_in_doubt(rec: Recipient, grace_ended_before: float) -> bool:
+    """Policy `resend`: a send nobody proved within the grace period goes out again."""
+    return _update(
+        rec,
+        [Recipient.status.set(R.PENDING.value), Recipient.claimed_by.remove(), Recipient.not_before.remove()],
+        (Recipient.status == R.IN_DOUBT.value) & (Recipient.in_doubt_at <= grace_ended_before),
+    )
+
+
+def scan(campaign_id: str, shard: int, from_seq: int = 0, page_size: int = 200) -> Iterator[Recipient]:
+    """The shard's recipients in seq order from `from_seq`, read consistently."""
+    return Recipient.query(
+        shard_pk(campaign_id, shard),
+        Recipient.SK.between(recipient_sk(from_seq), recipient_sk(LAST_SEQ)),
+        consistent_read=True,
+        page_size=page_size,
+    )
+
+
+def recount(campaign_id: str, shard: int, committed_imports: set[str]) -> Counter:
+    """Exact counts by status over the whole shard (a takeover or a finish; never per message)."""
+    counts: Counter = Counter()
+    for rec in Recipient.query(
+        shard_pk(campaign_id, shard),
+        Recipient.SK.startswith("R#"),
+        consistent_read=True,
+        attributes_to_get=["status", "import_id", "phone"],
+    ):
+        if rec.import_id in committed_imports:
+            counts[rec.status] += 1
+    return counts
+
+
+def retry_failed(rec: Recipient) -> bool:
+    """retry-failed: a failure of a retryable class goes back to pending with fresh attempts."""
+    return _update(
+        rec,
+        [Recipient.status.set(R.PENDING.value), Recipient.attempts.set(0), Recipient.error_code.remove(),
+         Recipient.not_before.remove()],
+        (Recipient.status == R.FAILED.value) & (Recipient.error_code == rec.error_code),
+    )

@@ -1,0 +1,230 @@
+"""pynamodb models of the one table: campaign, shard, recipient, suppression.
+
+Keys (the table itself is defined in template.yaml):
+  campaign     PK=CAMPAIGN#<id>                SK=META
+  shard        PK=CAMPAIGN#<id>#SHARD#<n>      SK=SHARD
+  recipient    PK=CAMPAIGN#<id>#SHARD#<n>      SK=R#<seq>
+  suppression  PK=SUPPRESSED#<phone>           SK=SUPPRESSED
+
+A shard item lives in its own recipients' partition rather than in the campaign's: every
+write of the per-message path (claims, checkpoints, webhook updates, counters) then lands
+in the shard's partition, so a campaign's write load spreads over its N shard partitions
+instead of piling its counters onto the campaign's one (DESIGN.md invariant 10).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    NumberSetAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from .config import settings
+from .states import CampaignStatus, RecipientStatus
+
+DUE_SHARD = "shard"
+DUE_CAMPAIGN = "campaign"
+LIST_CAMPAIGNS = "CAMPAIGN"
+
+
+def _region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings().aws_region
+
+
+class _Meta:
+    table_name = settings().table_name
+    region = _region()
+    # pynamodb passes host=None to botocore, which then honours AWS_ENDPOINT_URL(_DYNAMODB).
+    max_retry_attempts = 3
+    connect_timeout_seconds = 5
+    read_timeout_seconds = 10
+
+
+class DueIndex(GlobalSecondaryIndex):
+    """Sparse index of what needs attention: shards sending (by lease expiry), scheduled campaigns."""
+
+    class Meta:
+        index_name = "DueIndex"
+        projection = KeysOnlyProjection()
+
+    due_kind = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
+
+
+class ListIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "ListIndex"
+        projection = AllProjection()
+
+    list_pk = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+def campaign_pk(campaign_id: str) -> str:
+    return f"CAMPAIGN#{campaign_id}"
+
+
+def shard_pk(campaign_id: str, shard: int) -> str:
+    return f"CAMPAIGN#{campaign_id}#SHARD#{shard}"
+
+
+def recipient_sk(seq: int) -> str:
+    return f"R#{seq:09d}"
+
+
+class Campaign(Model):
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="META")
+    id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    phone_number_id = UnicodeAttribute()
+    template = JSONAttribute()
+    status = UnicodeAttribute(default=CampaignStatus.DRAFT.value)
+    rate = NumberAttribute(default=80)
+    shard_count = NumberAttribute(default=1)
+    in_doubt_policy = UnicodeAttribute(default="skip")
+    paused_reason = UnicodeAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+    send_at = NumberAttribute(null=True)
+    # Recipients imported so far: the next one gets this index (it picks shard and seq).
+    recipient_count = NumberAttribute(default=0)
+    # Imports whose recipients are all written: only their recipients exist for senders.
+    imports = UnicodeSetAttribute(null=True)
+    # Shards that still owe work; the campaign completes when the last one leaves the set.
+    open_shards = NumberSetAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute(null=True)
+    started_at = NumberAttribute(null=True)
+    completed_at = NumberAttribute(null=True)
+    list_pk = UnicodeAttribute(default=LIST_CAMPAIGNS)
+    due_kind = UnicodeAttribute(null=True)
+    due_at = NumberAttribute(null=True)
+
+    due = DueIndex()
+    listing = ListIndex()
+
+    @classmethod
+    def key(cls, campaign_id: str) -> tuple[str, str]:
+        return campaign_pk(campaign_id), "META"
+
+
+class Shard(Model):
+    """One partition of a campaign's recipients, with its lease, cursor and counters."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="SHARD")
+    campaign_id = UnicodeAttribute()
+    shard = NumberAttribute()
+    # Lease: who may send for this shard, until when, and a monotonic fencing generation.
+    # lease_token names the invocation the lease was handed to; the batch that takes it
+    # then writes its own lease_owner, so a second delivery of the same event loses.
+    lease_owner = UnicodeAttribute(null=True)
+    lease_token = UnicodeAttribute(null=True)
+    lease_gen = NumberAttribute(default=0)
+    lease_expires = NumberAttribute(default=0)
+    due_kind = UnicodeAttribute(null=True)
+    due_at = NumberAttribute(null=True)
+    # Lowest seq that may still be open: batches read from here, not from the start.
+    cursor = NumberAttribute(default=0)
+    total = NumberAttribute(default=0)
+    # Counters by outcome, flushed by the sender with its heartbeat and made exact by a
+    # recount when a shard is taken over or finishes; delivery counters come from webhooks.
+    sent = NumberAttribute(default=0)
+    failed = NumberAttribute(default=0)
+    skipped = NumberAttribute(default=0)
+    in_doubt = NumberAttribute(default=0)
+    delivered = NumberAttribute(default=0)
+    read = NumberAttribute(default=0)
+    # Bumped by every webhook that moves a recipient's status: a recount that raced one retries.
+    webhook_moves = NumberAttribute(default=0)
+    current_rate = NumberAttribute(default=0)
+    last_error = UnicodeAttribute(null=True)
+    heartbeat_at = NumberAttribute(null=True)
+    finished_at = NumberAttribute(null=True)
+
+    due = DueIndex()
+
+    @classmethod
+    def key(cls, campaign_id: str, shard: int) -> tuple[str, str]:
+        return shard_pk(campaign_id, shard), "SHARD"
+
+
+class Recipient(Model):
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True)
+    phone = UnicodeAttribute()
+    variables = ListAttribute(of=UnicodeAttribute, default=list)
+    import_id = UnicodeAttribute()
+    status = UnicodeAttribute(default=RecipientStatus.PENDING.value)
+    attempts = NumberAttribute(default=0)
+    # The batch (lease owner) that claimed it: only that batch may checkpoint it.
+    claimed_by = UnicodeAttribute(null=True)
+    not_before = NumberAttribute(null=True)
+    wamid = UnicodeAttribute(null=True)
+    error_code = NumberAttribute(null=True)
+    error_message = UnicodeAttribute(null=True)
+    claimed_at = NumberAttribute(null=True)
+    sent_at = NumberAttribute(null=True)
+    in_doubt_at = NumberAttribute(null=True)
+    delivered_at = NumberAttribute(null=True)
+    read_at = NumberAttribute(null=True)
+    failed_at = NumberAttribute(null=True)
+
+    @property
+    def seq(self) -> int:
+        return int(self.SK[2:])
+
+    @property
+    def shard(self) -> int:
+        return int(self.PK.rsplit("#", 1)[1])
+
+    @property
+    def campaign_id(self) -> str:
+        return self.PK.split("#")[1]
+
+    @property
+    def callback_key(self) -> str:
+        """What we put in biz_opaque_callback_data: the webhook finds the item from it."""
+        return f"{self.campaign_id}:{self.shard}:{self.seq}"
+
+
+def parse_callback_key(key: str) -> tuple[str, int, int] | None:
+    try:
+        campaign_id, shard, seq = key.rsplit(":", 2)
+        return campaign_id, int(shard), int(seq)
+    except (ValueError, AttributeError):
+        return None
+
+
+class Suppression(Model):
+    """A number that asked not to get marketing messages (131050): never sent to again."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="SUPPRESSED")
+    phone = UnicodeAttribute()
+    reason = UnicodeAttribute()
+    created_at = NumberAttribute()
+
+    @classmethod
+    def key(cls, phone: str) -> tuple[str, str]:
+        return f"SUPPRESSED#{phone}", "SUPPRESSED"

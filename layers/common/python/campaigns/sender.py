@@ -1,0 +1,525 @@
+"""One time-bounded batch of one shard: claim, send, checkpoint, heartbeat, hand off.
+
+The batch takes the lease it was invoked for, settles what a dead predecessor left in flight,
+then walks the shard from its cursor: each recipient is claimed by a conditional write, sent,
+and checkpointed right after the response, with a bounded number of sends in flight inside
+the shard's rate. It stops claiming when its remaining time drops under the margin, lets the
+sends in flight finish, and either finishes the shard, hands the lease to the next batch it
+invokes itself, or releases the shard with the time recovery should look at it again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from pynamodb.exceptions import UpdateError
+
+from . import invoker, ledger
+from . import lease as leases
+from .config import Settings, whatsapp_secret
+from .graph_errors import ErrorClass, classify
+from .models import Campaign, Recipient, Shard, Suppression
+from .observability import NAMESPACE, Metric, count, latency_ms, logger
+from .ratelimit import RateLimiter, backoff_delay
+from .states import CampaignStatus
+from .states import RecipientStatus as R
+from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
+
+
+class Stop(StrEnum):
+    DONE = "done"  # no recipient of the shard is open any more
+    TIME = "time"  # the batch's time is up
+    WAIT = "wait"  # what is left waits longer than this batch can
+    HALTED = "halted"  # the campaign is no longer sending (paused, cancelled, fatal error)
+    LEASE_LOST = "lease_lost"  # somebody else holds the shard now
+
+
+@dataclass
+class Result:
+    """What one send came to, reported by a worker thread to the batch's main loop."""
+
+    rec: Recipient
+    kind: str  # sent | failed | in_doubt | retry | throttled | fatal | lost
+    retry_at: float = 0.0
+    latency_ms: float = 0.0
+    error_class: ErrorClass | None = None
+    reason: str = ""
+
+
+_clients: dict[str, WhatsAppClient] = {}
+
+
+def whatsapp_client(settings: Settings, pool_size: int) -> WhatsAppClient:
+    """One pooled client per process and token: warm invocations reuse its connections."""
+    token = whatsapp_secret(settings)["access_token"]
+    if token not in _clients:
+        _clients.clear()
+        _clients[token] = WhatsAppClient(settings, token, pool_size=pool_size)
+    return _clients[token]
+
+
+class ShardBatch:
+    def __init__(
+        self,
+        event: dict,
+        remaining_seconds: Callable[[], float],
+        settings: Settings,
+        client: WhatsAppClient | None = None,
+    ):
+        self.campaign_id: str = event["campaign_id"]
+        self.shard_no: int = int(event["shard"])
+        self.token: str = event["token"]
+        self.hop: int = int(event.get("hop", 0))
+        self.remaining = remaining_seconds
+        self.settings = settings
+        self._client = client
+        self.lease: leases.Lease | None = None
+        self.campaign: Campaign | None = None
+        self.limiter: RateLimiter | None = None
+        self.results: queue.Queue[Result] = queue.Queue()
+        self.in_flight = 0
+        self.waiting: list[tuple[float, int, Recipient]] = []  # (retry_at, seq, rec): a heap
+        self.open_seqs: set[int] = set()
+        self.scanned_to = 0  # every seq below this has been read by this batch's scan
+        self.start_cursor = 0
+        self.scan: Iterator[Recipient] | None = None
+        self.deltas: Counter = Counter()  # counter changes not yet flushed to the shard item
+        self.outcomes: Counter = Counter()
+        self.parked_until: float | None = None  # in-doubt recipients awaiting the grace period
+        self.halt_reason = ""
+        self.committed_imports: set[str] = set()
+        self.stop: Stop | None = None
+        self.next_heartbeat = 0.0
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        taken = leases.acquire(self.campaign_id, self.shard_no, self.token, self.settings)
+        if taken is None:
+            logger.info("lease not ours (duplicate or superseded event)", extra=self._where())
+            return self._report("not_ours")
+        self.lease, shard = taken
+        count(Metric.BATCHES_STARTED)
+        self.campaign = Campaign.get(*Campaign.key(self.campaign_id), consistent_read=True)
+        if self.campaign.status != CampaignStatus.SENDING:
+            self.stop = Stop.HALTED
+        else:
+            self.committed_imports = set(self.campaign.imports or ())
+            per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
+            self.limiter = RateLimiter(per_shard)
+            if self.hop == 0:
+                self._settle_predecessor(shard)
+            self.start_cursor = self.scanned_to = int(shard.cursor)
+            self.scan = iter(ledger.scan(self.campaign_id, self.shard_no, int(shard.cursor)))
+            self._send_loop()
+        self._finish()
+        count(Metric.BATCHES_FINISHED)
+        return self._report(self.stop.value)
+
+    def _send_loop(self) -> None:
+        workers = ThreadPoolExecutor(max_workers=self.settings.max_in_flight, thread_name_prefix="send")
+        try:
+            while self.stop is None:
+                self._heartbeat_if_due()
+                if self.stop is not None:
+                    break
+                if self.remaining() < self.settings.stop_margin_seconds:
+                    self.stop = Stop.TIME
+                    break
+                rec = self._next_ready()
+                if rec is not None:
+                    self._dispatch(workers, rec)
+                elif self.in_flight:
+                    self._collect(timeout=self._until_heartbeat())
+                else:
+                    self._wait_or_stop()
+        finally:
+            while self.in_flight:  # drain: every claim of this batch gets its checkpoint
+                self._collect(timeout=None)
+            workers.shutdown(wait=True)
+
+    def _dispatch(self, workers: ThreadPoolExecutor, rec: Recipient) -> None:
+        while self.in_flight >= self.settings.max_in_flight:
+            self._collect(timeout=None)
+        if self.stop is not None:
+            self._reopen(rec)
+            return
+        self.limiter.acquire()
+        if not self.lease.usable():
+            self._reopen(rec)
+            self.stop = Stop.LEASE_LOST
+            return
+        self.in_flight += 1
+        workers.submit(self._send_one_reporting, rec)
+
+    def _wait_or_stop(self) -> None:
+        """Nothing ready and nothing in flight: finish, wait for a retry, or leave it to recovery."""
+        if not self.waiting:
+            self.stop = Stop.WAIT if self.parked_until else Stop.DONE
+            return
+        wake = self.waiting[0][0]
+        now = time.time()
+        if wake - now > self.remaining() - self.settings.stop_margin_seconds:
+            self.stop = Stop.WAIT
+            return
+        time.sleep(max(0.0, min(wake - now, self._until_heartbeat())))
+
+    # -- finding work ------------------------------------------------------------------------
+
+    def _next_ready(self) -> Recipient | None:
+        if self.waiting and self.waiting[0][0] <= time.time():
+            return heapq.heappop(self.waiting)[2]
+        while self.scan is not None:
+            rec = next(self.scan, None)
+            if rec is None:
+                self.scan = None
+                return None
+            self.scanned_to = rec.seq + 1
+            ready = self._triage(rec)
+            if ready:
+                return rec
+        return None
+
+    def _triage(self, rec: Recipient) -> bool:
+        """Sort a scanned recipient: ready to send now, waiting, or nothing to do."""
+        now = time.time()
+        if rec.import_id not in self.committed_imports:
+            return False  # part of an import that never finished: it does not exist
+        if rec.status == R.PENDING:
+            self.open_seqs.add(rec.seq)
+            if rec.not_before and rec.not_before > now:
+                heapq.heappush(self.waiting, (rec.not_before, rec.seq, rec))
+                return False
+            return True
+        if rec.status == R.SENDING and rec.claimed_by != self.lease.owner:
+            self._settle_orphan(rec, now)
+            return False
+        if rec.status == R.IN_DOUBT and self.campaign.in_doubt_policy == "resend":
+            grace_end = (rec.in_doubt_at or now) + self.settings.in_doubt_grace_seconds
+            if grace_end <= now and ledger.requeue_in_doubt(rec, now - self.settings.in_doubt_grace_seconds):
+                self.deltas["in_doubt"] -= 1
+                self.open_seqs.add(rec.seq)
+                rec.status = R.PENDING.value
+                return True
+            if grace_end > now:
+                self.open_seqs.add(rec.seq)
+                self.parked_until = min(self.parked_until or grace_end, grace_end)
+        return False
+
+    def _settle_orphan(self, rec: Recipient, now: float) -> None:
+        settled = ledger.settle_orphan(rec, now)
+        if settled is None:
+            return
+        self.deltas[settled.value] += 1
+        if settled == R.IN_DOUBT:
+            count(Metric.MESSAGES_IN_DOUBT)
+            if self.campaign.in_doubt_policy == "resend":
+                self.open_seqs.add(rec.seq)
+                grace_end = now + self.settings.in_doubt_grace_seconds
+                self.parked_until = min(self.parked_until or grace_end, grace_end)
+        logger.info("settled an orphaned claim", extra={**self._where(), "seq": rec.seq, "as": settled.value})
+
+    def _settle_predecessor(self, shard: Shard) -> None:
+        """A batch that did not inherit the lease cleanly: make the counters exact first."""
+        self._recount(int(shard.webhook_moves))
+
+    # -- one send (worker threads) -------------------------------------------------------------
+
+    def _send_one_reporting(self, rec: Recipient) -> None:
+        try:
+            result = self._send_one(rec)
+        except Exception as error:  # a store error: the claim stays and a takeover settles it
+            logger.exception("send failed unexpectedly", extra={**self._where(), "seq": rec.seq})
+            result = Result(rec, "lost", reason=str(error))
+        self.results.put(result)
+
+    def _send_one(self, rec: Recipient) -> Result:
+        owner = self.lease.owner
+        if not ledger.claim(rec, owner, time.time()):
+            return Result(rec, "lost", reason="claimed elsewhere")
+        # Our own clock, right before the POST: a batch frozen past its lease must not send.
+        if not self.lease.usable():
+            ledger.unclaim(rec, owner, None, count_attempt=False)
+            return Result(rec, "lost", reason="lease expired before the send")
+        payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
+        response = self._whatsapp().send_template(self.campaign.phone_number_id, payload)
+        return self._checkpoint(rec, owner, response)
+
+    def _checkpoint(self, rec: Recipient, owner: str, response: SendResult) -> Result:
+        now = time.time()
+        if response.outcome == Outcome.ACCEPTED:
+            ok = ledger.mark_sent(rec, owner, response.wamid, now)
+            return Result(rec, "sent" if ok else "lost", latency_ms=response.latency_ms)
+        if response.outcome == Outcome.UNKNOWN:
+            # The request may have reached Meta: resending could deliver twice.
+            ok = ledger.mark_in_doubt(rec, owner, now)
+            return Result(rec, "in_doubt" if ok else "lost", reason=response.message)
+        error_class = ErrorClass.RETRYABLE if response.outcome == Outcome.NOT_SENT else classify(
+            response.code, response.http_status or 400
+        )
+        return self._checkpoint_error(rec, owner, response, error_class, now)
+
+    def _checkpoint_error(
+        self, rec: Recipient, owner: str, response: SendResult, error_class: ErrorClass, now: float
+    ) -> Result:
+        code, message = int(response.code), response.message
+        if error_class == ErrorClass.FATAL:
+            ledger.unclaim(rec, owner, None, count_attempt=False)
+            return Result(rec, "fatal", error_class=error_class, reason=f"Graph error {code}: {message}")
+        if error_class == ErrorClass.THROTTLED:
+            retry_at = now + backoff_delay(0, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
+            ledger.unclaim(rec, owner, retry_at, count_attempt=False)
+            return Result(rec, "throttled", retry_at=retry_at, error_class=error_class)
+        if error_class in (ErrorClass.RETRYABLE, ErrorClass.RETRY_RECIPIENT):
+            attempt = int(rec.attempts or 0) + 1
+            if attempt < self.settings.max_attempts:
+                delay = backoff_delay(attempt, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
+                if error_class == ErrorClass.RETRY_RECIPIENT:
+                    delay = max(delay, 6.0)  # Meta's pair rate: about one message per 6 s per user
+                ledger.unclaim(rec, owner, now + delay, count_attempt=True)
+                rec.attempts = attempt
+                return Result(rec, "retry", retry_at=now + delay, error_class=error_class)
+        ok = ledger.mark_failed(rec, owner, code, message, now)
+        if ok and error_class == ErrorClass.SUPPRESS:
+            Suppression(*Suppression.key(rec.phone), phone=rec.phone, reason=f"graph {code}", created_at=now).save()
+        return Result(rec, "failed" if ok else "lost", error_class=error_class, reason=f"{code}")
+
+    def _whatsapp(self) -> WhatsAppClient:
+        if self._client is None:
+            self._client = whatsapp_client(self.settings, pool_size=self.settings.max_in_flight)
+        return self._client
+
+    # -- results (main thread) ---------------------------------------------------------------
+
+    def _collect(self, timeout: float | None) -> None:
+        try:
+            result = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self.in_flight -= 1
+        self._apply(result)
+
+    def _apply(self, result: Result) -> None:
+        rec, kind = result.rec, result.kind
+        self.outcomes[kind] += 1
+        if kind in ("sent", "failed", "in_doubt"):
+            self.deltas[kind] += 1
+            self.open_seqs.discard(rec.seq)
+        if kind == "sent":
+            count(Metric.MESSAGES_SENT)
+            latency_ms(Metric.SEND_LATENCY, result.latency_ms)
+            self.limiter.succeeded()
+        elif kind == "failed":
+            self._count_failed(result.error_class)
+        elif kind == "in_doubt":
+            count(Metric.MESSAGES_IN_DOUBT)
+            if self.campaign.in_doubt_policy == "resend":
+                self.open_seqs.add(rec.seq)
+                grace_end = time.time() + self.settings.in_doubt_grace_seconds
+                self.parked_until = min(self.parked_until or grace_end, grace_end)
+        elif kind in ("retry", "throttled"):
+            count(Metric.MESSAGES_THROTTLED if kind == "throttled" else Metric.MESSAGES_RETRIED)
+            if kind == "throttled":
+                self.limiter.throttled()
+            rec.status = R.PENDING.value
+            heapq.heappush(self.waiting, (result.retry_at, rec.seq, rec))
+        elif kind == "fatal":
+            self._halt_campaign(result.reason)
+        elif kind == "lost" and not self.lease.usable():
+            self.stop = self.stop or Stop.LEASE_LOST
+
+    def _count_failed(self, error_class: ErrorClass | None) -> None:
+        with single_metric(name=Metric.MESSAGES_FAILED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+            m.add_dimension(name="ErrorClass", value=str(error_class or "unknown"))
+
+    def _reopen(self, rec: Recipient) -> None:
+        """A recipient this batch read but will not send: it stays open for the next batch."""
+        self.open_seqs.add(rec.seq)
+
+    def _halt_campaign(self, reason: str) -> None:
+        """A campaign-fatal error: pause the campaign with the reason, stop claiming."""
+        if self.stop != Stop.HALTED:
+            self.stop = Stop.HALTED
+            self.halt_reason = reason
+            paused = _pause_campaign(self.campaign_id, reason)
+            if paused:
+                count(Metric.CAMPAIGNS_PAUSED_FATAL)
+                logger.error("campaign paused by a fatal Graph error", extra={**self._where(), "reason": reason})
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    def _until_heartbeat(self) -> float:
+        return max(0.0, self.next_heartbeat - time.monotonic())
+
+    def _heartbeat_if_due(self) -> None:
+        if time.monotonic() < self.next_heartbeat:
+            return
+        self.next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
+        try:
+            leases.renew(self.lease, self.settings, self._progress_actions())
+        except leases.LeaseLost:
+            self.stop = Stop.LEASE_LOST
+            return
+        self.deltas.clear()
+        status = Campaign.get(*Campaign.key(self.campaign_id), attributes_to_get=["status"]).status
+        if status != CampaignStatus.SENDING:
+            self.stop = Stop.HALTED
+
+    def _cursor(self) -> int:
+        return min(self.open_seqs, default=self.scanned_to) if self.open_seqs else self.scanned_to
+
+    def _progress_actions(self) -> list:
+        actions = [Shard.cursor.set(self._cursor())]
+        if self.limiter:
+            actions.append(Shard.current_rate.set(round(self.limiter.rate, 2)))
+        for name, delta in self.deltas.items():
+            if delta:
+                actions.append(getattr(Shard, name).add(delta))
+        return actions
+
+    # -- the end of a batch --------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        stop = self.stop
+        if stop == Stop.LEASE_LOST:
+            return
+        if stop == Stop.HALTED:
+            self._release(due_at=None)
+            self._restart_if_resumed()
+        elif stop == Stop.DONE and self._nothing_open():
+            self._finish_shard()
+        elif stop == Stop.TIME and self._made_progress():
+            self._hand_off()
+        else:
+            # No progress this batch (or work still open after all): no self-continuation
+            # loop; recovery looks at the shard again when its earliest wait is over.
+            waits = [t for t in (self.parked_until, self.waiting[0][0] if self.waiting else None) if t]
+            self._release(due_at=min(waits, default=time.time()))
+
+    def _made_progress(self) -> bool:
+        return any(self.outcomes[k] for k in ("sent", "failed", "in_doubt")) or self._cursor() > self.start_cursor
+
+    def _release(self, due_at: float | None) -> None:
+        leases.release(self.lease, due_at, self._progress_actions())
+        self.deltas.clear()
+
+    def _hand_off(self) -> None:
+        token = leases.new_token()
+        if leases.hand_off(self.lease, token, self.settings, self._progress_actions()):
+            self.deltas.clear()
+            invoker.invoke_sender(self.settings, invoker.sender_event(self.campaign_id, self.shard_no, token,
+                                                                       self.hop + 1))
+
+    def _restart_if_resumed(self) -> None:
+        """Resume may have raced our release: if the campaign is sending again, start a batch.
+
+        Resume writes `sending` before it reserves shards; we release before we read the
+        status. So either resume found our lease free, or we see `sending` here.
+        """
+        status = Campaign.get(*Campaign.key(self.campaign_id), consistent_read=True).status
+        if status == CampaignStatus.SENDING:
+            start_shard(self.campaign_id, self.shard_no, self.settings)
+
+    def _nothing_open(self) -> bool:
+        """Confirm with a fresh read that no recipient of the shard is pending or in flight."""
+        for rec in ledger.scan(self.campaign_id, self.shard_no, self._cursor()):
+            if rec.import_id in self.committed_imports and rec.status in (R.PENDING, R.SENDING):
+                return False
+        return True
+
+    def _finish_shard(self) -> None:
+        self._flush()
+        moves = int(Shard.get(*Shard.key(self.campaign_id, self.shard_no), consistent_read=True).webhook_moves)
+        self._recount(moves)
+        leases.release(self.lease, None, [Shard.finished_at.set(time.time()), Shard.cursor.set(self._cursor())])
+        _close_shard(self.campaign_id, self.shard_no)
+
+    def _flush(self) -> None:
+        leases.renew(self.lease, self.settings, self._progress_actions())
+        self.deltas.clear()
+
+    def _recount(self, webhook_moves: int) -> None:
+        """Make the shard's counters exact; retried if a webhook moved a recipient meanwhile."""
+        for _ in range(5):
+            counts = ledger.recount(self.campaign_id, self.shard_no, self.committed_imports)
+            item = Shard(*Shard.key(self.campaign_id, self.shard_no))
+            try:
+                item.update(
+                    actions=[getattr(Shard, name).set(counts.get(name, 0)) for name in ledger.OUTCOME_COUNTERS]
+                    + [Shard.total.set(sum(counts.values()))],
+                    condition=(Shard.lease_owner == self.lease.owner) & (Shard.webhook_moves == webhook_moves),
+                )
+                self.deltas.clear()
+                return
+            except UpdateError as error:
+                if not leases.conditional_failed(error):
+                    raise
+                webhook_moves = int(Shard.get(*Shard.key(self.campaign_id, self.shard_no),
+                                              consistent_read=True).webhook_moves)
+
+    def _where(self) -> dict:
+        return {"campaign_id": self.campaign_id, "shard": self.shard_no, "hop": self.hop}
+
+    def _report(self, outcome: str) -> dict:
+        return {**self._where(), "outcome": outcome, **{k: v for k, v in self.outcomes.items()}}
+
+
+def _pause_campaign(campaign_id: str, reason: str) -> bool:
+    item = Campaign(*Campaign.key(campaign_id))
+    try:
+        item.update(
+            actions=[
+                Campaign.status.set(CampaignStatus.PAUSED.value),
+                Campaign.paused_reason.set(reason[:500]),
+                Campaign.last_error.set(reason[:500]),
+            ],
+            condition=Campaign.status == CampaignStatus.SENDING.value,
+        )
+        return True
+    except UpdateError as error:
+        if leases.conditional_failed(error):
+            return False
+        raise
+
+
+def _close_shard(campaign_id: str, shard: int) -> None:
+    """The shard has nothing open: take it out of the campaign's open set; the last one completes it."""
+    item = Campaign(*Campaign.key(campaign_id))
+    item.update(actions=[Campaign.open_shards.delete({shard})])
+    if item.open_shards:
+        return
+    try:
+        item.update(
+            actions=[Campaign.status.set(CampaignStatus.COMPLETED.value), Campaign.completed_at.set(time.time())],
+            condition=(Campaign.status == CampaignStatus.SENDING.value) & Campaign.open_shards.does_not_exist(),
+        )
+        count(Metric.CAMPAIGNS_COMPLETED)
+        logger.info("campaign completed", extra={"campaign_id": campaign_id})
+    except UpdateError as error:
+        if not leases.conditional_failed(error):
+            raise
+
+
+def start_shard(campaign_id: str, shard: int, settings: Settings, condition=None) -> bool:
+    """Reserve a free (or expired) shard for a new batch and invoke it; False if it is held."""
+    token = leases.new_token()
+    condition = condition if condition is not None else leases.free_or_expired(time.time())
+    if leases.hand_to(campaign_id, shard, token, condition, settings) is None:
+        return False
+    invoker.invoke_sender(settings, invoker.sender_event(campaign_id, shard, token))
+    return True
+
+
+def run_batch(event: dict, remaining_seconds: Callable[[], float], settings: Settings) -> dict:
+    report = ShardBatch(event, remaining_seconds, settings).run()
+    logger.info("batch finished", extra=report)
+    return report
+
