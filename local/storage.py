@@ -1,0 +1,102 @@
+"""moto's server as the local DynamoDB (and Secrets Manager), with the table made from template.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import boto3
+import requests
+
+from .template import load_template, table_definition
+
+SECRET_NAME = "whatsapp-local"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class MotoServer:
+    """moto's server in its own process (its own GIL), on 127.0.0.1 only."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> MotoServer:
+        if port_in_use(self.port):
+            raise RuntimeError(f"port {self.port} is in use: set another port for the local DynamoDB")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError("moto server exited at start")
+            try:
+                requests.get(f"{self.url}/moto-api/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)  # waiting for another process to bind its port: nothing to wait on
+        raise RuntimeError(f"moto server did not answer on {self.url} within {timeout}s")
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def aws_env(endpoint_url: str, table_name: str, region: str = "us-east-1") -> dict[str, str]:
+    """The environment that points boto3 and pynamodb at the local server (fake credentials)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "TABLE_NAME": table_name,
+    }
+
+
+def create_table(endpoint_url: str, table_name: str, region: str = "us-east-1") -> None:
+    client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    client.create_table(**table_definition(load_template(), table_name))
+
+
+def create_secret(endpoint_url: str, values: dict, region: str = "us-east-1", name: str = SECRET_NAME) -> str:
+    """Store the WhatsApp secret in the local Secrets Manager; returns its ARN."""
+    client = boto3.client("secretsmanager", endpoint_url=endpoint_url, region_name=region,
+                          aws_access_key_id="local", aws_secret_access_key="local")
+    return client.create_secret(Name=name, SecretString=json.dumps(values))["ARN"]
+
+
+def apply_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
