@@ -1,0 +1,161 @@
+"""The local stack: moto as DynamoDB and Secrets Manager, the fake Graph API, the local Lambda
+runtime running the template's functions as OS processes, and the recovery schedule.
+
+The functions are the very handlers of functions/*/app.py with the very same domain package;
+only the edges differ: endpoint URLs in the environment, and how a function is invoked.
+Tests, `make up`, the demo and the benchmarks all build on this one composition.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+
+from .fakegraph import FakeGraph
+from .runtime import LambdaRuntime, functions_from_template
+from .scheduler import Scheduler
+from .storage import MotoServer, aws_env, create_secret, create_table, free_port
+from .template import load_template
+
+# Logical ids in template.yaml → the names the functions are invoked by locally.
+FUNCTION_NAMES = {
+    "SenderFunction": "sender",
+    "RecoveryFunction": "recovery",
+    "ApiFunction": "api",
+    "WebhookFunction": "webhook",
+}
+
+
+@dataclass
+class StackConfig:
+    """Timings and ports of the local stack; each is an environment variable of the same name."""
+
+    table_name: str = "campaigns"
+    # The sender's real deadline: each batch process is killed after this long, like Lambda.
+    batch_seconds: float = 30.0
+    lease_seconds: float = 6.0
+    heartbeat_seconds: float = 0.5
+    recovery_interval_seconds: float = 2.0
+    connect_timeout_seconds: float = 1.0
+    read_timeout_seconds: float = 2.0
+    clock_skew_seconds: float = 0.5
+    max_in_flight: int = 8
+    in_doubt_grace_seconds: float = 30.0
+    backoff_base_seconds: float = 0.2
+    backoff_cap_seconds: float = 5.0
+    dynamodb_port: int = 0  # 0 picks a free port
+    graph_port: int = 0
+    lambda_port: int = 0
+    # A Graph API to use instead of the fake (GRAPH_API_URL), and its token and phone number id.
+    graph_api_url: str = ""
+    whatsapp_token: str = ""
+    phone_number_id: str = "1234567890"
+    fake_latency_ms: float = 50.0
+    fake_latency_jitter: float = 0.2
+
+    @classmethod
+    def from_env(cls, **overrides) -> StackConfig:
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f.name.upper())
+            if raw:
+                values[f.name] = type(f.default)(raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class LocalStack:
+    config: StackConfig = field(default_factory=StackConfig)
+    # An already running moto server to use (tests share one per session), else one is started.
+    moto: MotoServer | None = None
+    with_scheduler: bool = True
+    log_path: str | None = None
+
+    def __post_init__(self):
+        self._own_moto = self.moto is None
+        self.fake: FakeGraph | None = None
+        self.runtime: LambdaRuntime | None = None
+        self.scheduler: Scheduler | None = None
+        self.secret = {
+            "access_token": self.config.whatsapp_token or secrets.token_urlsafe(24),
+            "app_secret": secrets.token_urlsafe(24),
+            "verify_token": secrets.token_urlsafe(12),
+        }
+        self.env: dict[str, str] = {}
+
+    def start(self) -> LocalStack:
+        cfg = self.config
+        if self.moto is None:
+            self.moto = MotoServer(cfg.dynamodb_port or None).start()
+        create_table(self.moto.url, cfg.table_name)
+        secret_arn = create_secret(self.moto.url, self.secret, name=f"whatsapp-{cfg.table_name}")
+        graph_url = cfg.graph_api_url
+        if not graph_url:
+            self.fake = FakeGraph(
+                port=cfg.graph_port,
+                token=self.secret["access_token"],
+                latency_ms=cfg.fake_latency_ms,
+                latency_jitter=cfg.fake_latency_jitter,
+                app_secret=self.secret["app_secret"],
+            ).start()
+            graph_url = self.fake.url
+        lambda_port = cfg.lambda_port or free_port()
+        self.env = self._function_env(secret_arn, graph_url, f"http://127.0.0.1:{lambda_port}")
+        # This process is a client too (the API calls service code in-process in tests).
+        os.environ.update(self.env)
+        functions = functions_from_template(
+            load_template(),
+            FUNCTION_NAMES,
+            timeouts={"sender": cfg.batch_seconds, "recovery": 60.0, "api": 30.0, "webhook": 10.0},
+            env=self.env,
+        )
+        self.runtime = LambdaRuntime(functions, port=lambda_port, log_path=self.log_path).start()
+        if self.with_scheduler:
+            self.scheduler = Scheduler(self.runtime.url, "recovery", cfg.recovery_interval_seconds).start()
+        return self
+
+    def _function_env(self, secret_arn: str, graph_url: str, lambda_url: str) -> dict[str, str]:
+        cfg = self.config
+        env = aws_env(self.moto.url, cfg.table_name)
+        env.update(
+            {
+                "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
+                "WHATSAPP_SECRET_ARN": secret_arn,
+                "GRAPH_API_URL": graph_url,
+                "SENDER_FUNCTION_NAME": "sender",
+                "LEASE_SECONDS": str(cfg.lease_seconds),
+                "HEARTBEAT_SECONDS": str(cfg.heartbeat_seconds),
+                "CONNECT_TIMEOUT_SECONDS": str(cfg.connect_timeout_seconds),
+                "READ_TIMEOUT_SECONDS": str(cfg.read_timeout_seconds),
+                "CLOCK_SKEW_SECONDS": str(cfg.clock_skew_seconds),
+                "MAX_IN_FLIGHT": str(cfg.max_in_flight),
+                "IN_DOUBT_GRACE_SECONDS": str(cfg.in_doubt_grace_seconds),
+                "BACKOFF_BASE_SECONDS": str(cfg.backoff_base_seconds),
+                "BACKOFF_CAP_SECONDS": str(cfg.backoff_cap_seconds),
+                "POWERTOOLS_SERVICE_NAME": "campaigns-local",
+                "POWERTOOLS_METRICS_NAMESPACE": "WhatsAppCampaigns",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                "PHONE_NUMBER_ID": cfg.phone_number_id,
+            }
+        )
+        return env
+
+    def stop(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop()
+        if self.runtime:
+            self.runtime.stop()
+        if self.fake:
+            self.fake.stop()
+        if self._own_moto and self.moto:
+            self.moto.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

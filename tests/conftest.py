@@ -1,0 +1,69 @@
+"""Shared fixtures: one moto server per session, and a fresh local stack (table, secret, fake
+Graph API, Lambda runtime, recovery schedule) per test that asks for one."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import pytest
+
+from local.storage import MotoServer, aws_env, free_port
+
+# pynamodb reads the table name when the models are imported, and boto3 clients keep the
+# endpoint they were made with: both are fixed here, before any test imports the domain.
+TABLE_NAME = "campaigns"
+MOTO_PORT = free_port()
+LAMBDA_PORT = free_port()
+os.environ.update(aws_env(f"http://127.0.0.1:{MOTO_PORT}", TABLE_NAME))
+os.environ.update(
+    {
+        "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{LAMBDA_PORT}",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_SERVICE_NAME": "campaigns-test",
+        "SENDER_FUNCTION_NAME": "sender",
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    with MotoServer(MOTO_PORT) as server:
+        yield server
+
+
+@pytest.fixture
+def make_stack(moto_server, tmp_path, monkeypatch):
+    """Start a local stack with the given StackConfig overrides; stopped after the test."""
+    from local.stack import LocalStack, StackConfig
+
+    started: list[LocalStack] = []
+
+    def make(with_scheduler: bool = True, **overrides) -> LocalStack:
+        moto_server.reset()
+        for name in list(os.environ):
+            monkeypatch.setenv(name, os.environ[name])  # whatever the stack sets is undone after the test
+        config = StackConfig(table_name=TABLE_NAME, lambda_port=LAMBDA_PORT, **overrides)
+        stack = LocalStack(config, moto=moto_server, with_scheduler=with_scheduler,
+                           log_path=str(tmp_path / "functions.log"))
+        started.append(stack.start())
+        return stack
+
+    yield make
+    for stack in started:
+        stack.stop()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll for a state with a deadline (never a bare sleep standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
