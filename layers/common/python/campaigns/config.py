@@ -39,6 +39,15 @@ class Settings:
     shard_rate: int = 80
     aws_region: str = "us-east-1"
 
+    def __post_init__(self):
+        usable = self.lease_seconds - self.lease_safety_seconds
+        if usable < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"LEASE_SECONDS={self.lease_seconds} leaves {usable:.2f}s to send between heartbeats: it must "
+                f"exceed connect + read timeouts + clock skew ({self.lease_safety_seconds:.2f}s) by at least "
+                f"two heartbeats ({2 * self.heartbeat_seconds:.2f}s)"
+            )
+
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         values = {}

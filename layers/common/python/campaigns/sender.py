@@ -154,8 +154,10 @@ class ShardBatch:
             return
         self.limiter.acquire()
         if not self.lease.usable():
+            self._heartbeat_if_due(force=True)  # a late heartbeat, not necessarily a lost lease
+        if not self.lease.usable():
             self._reopen(rec)
-            self.stop = Stop.LEASE_LOST
+            self.stop = self.stop or Stop.LEASE_LOST
             return
         self.in_flight += 1
         workers.submit(self._send_one_reporting, rec)
@@ -359,8 +361,8 @@ class ShardBatch:
     def _until_heartbeat(self) -> float:
         return max(0.0, self.next_heartbeat - time.monotonic())
 
-    def _heartbeat_if_due(self) -> None:
-        if time.monotonic() < self.next_heartbeat:
+    def _heartbeat_if_due(self, force: bool = False) -> None:
+        if time.monotonic() < self.next_heartbeat and not force:
             return
         self.next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
         try:
