@@ -67,3 +67,13 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def table(moto_server):
+    """An empty table made from template.yaml, for tests of the protocol without the whole stack."""
+    from local.storage import create_table
+
+    moto_server.reset()
+    create_table(moto_server.url, TABLE_NAME)
+    return TABLE_NAME

@@ -156,7 +156,7 @@ def renew(lease: Lease, settings: Settings, extra_actions: list | None = None) -
 def release(lease: Lease, due_at: float | None, extra_actions: list | None = None) -> bool:
     """Let go of the lease. With `due_at`, recovery looks at the shard again then; without, never."""
     lease.send_deadline = 0.0
-    actions = [Shard.lease_owner.remove(), Shard.lease_expires.set(0), *(extra_actions or [])]
+    actions = [Shard.lease_owner.remove(), Shard.lease_gen.add(1), Shard.lease_expires.set(0), *(extra_actions or [])]
     if due_at is None:
         actions += [Shard.due_kind.remove(), Shard.due_at.remove()]
     else:

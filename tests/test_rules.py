@@ -1,0 +1,157 @@
+"""Unit tests of the tables and arithmetic: error classes, transitions, pacing, backoff, settings."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from campaigns.config import Settings
+from campaigns.graph_errors import ErrorClass, classify
+from campaigns.observability import mask_phone
+from campaigns.ratelimit import RateLimiter, backoff_delay
+from campaigns.states import (
+    CAMPAIGN_ACTIONS,
+    CAMPAIGN_TRANSITIONS,
+    OPEN_RECIPIENT,
+    RECIPIENT_TRANSITIONS,
+    TERMINAL_RECIPIENT,
+    CampaignStatus,
+    RecipientStatus,
+    sources_of,
+)
+from campaigns.whatsapp import template_payload
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (130429, ErrorClass.THROTTLED),
+        (131056, ErrorClass.RETRY_RECIPIENT),
+        (131000, ErrorClass.RETRYABLE),
+        (131016, ErrorClass.RETRYABLE),
+        (1, ErrorClass.RETRYABLE),
+        (2, ErrorClass.RETRYABLE),
+        (131026, ErrorClass.RECIPIENT),
+        (131050, ErrorClass.SUPPRESS),
+        (132005, ErrorClass.RECIPIENT),
+        (100, ErrorClass.RECIPIENT),
+        (131008, ErrorClass.RECIPIENT),
+        (131009, ErrorClass.RECIPIENT),
+        (190, ErrorClass.FATAL),
+        (0, ErrorClass.FATAL),
+        (10, ErrorClass.FATAL),
+        (200, ErrorClass.FATAL),
+        (299, ErrorClass.FATAL),
+        (368, ErrorClass.FATAL),
+        (131031, ErrorClass.FATAL),
+        (131048, ErrorClass.FATAL),
+        (4, ErrorClass.FATAL),
+        (80007, ErrorClass.FATAL),
+        (132000, ErrorClass.FATAL),
+        (132001, ErrorClass.FATAL),
+        (132012, ErrorClass.FATAL),
+        (132015, ErrorClass.FATAL),
+        (132016, ErrorClass.FATAL),
+    ],
+)
+def test_every_code_of_the_design_has_its_class(code, expected):
+    assert classify(code) == expected
+
+
+def test_unknown_codes_are_retryable_on_5xx_and_recipient_failures_otherwise():
+    assert classify(999999, http_status=503) == ErrorClass.RETRYABLE
+    assert classify(999999, http_status=400) == ErrorClass.RECIPIENT
+    assert classify(300, http_status=400) == ErrorClass.RECIPIENT
+
+
+def test_terminal_recipients_never_go_back_to_open_without_a_person_or_the_policy():
+    # Only retry-failed (failed -> pending) and policy resend (in_doubt -> pending) reopen one.
+    reopening = {(src, dst) for src, dsts in RECIPIENT_TRANSITIONS.items() for dst in dsts
+                 if src in TERMINAL_RECIPIENT and dst in OPEN_RECIPIENT}
+    assert reopening == {(RecipientStatus.FAILED, RecipientStatus.PENDING),
+                         (RecipientStatus.IN_DOUBT, RecipientStatus.PENDING)}
+    assert sources_of(RecipientStatus.SENDING) == {RecipientStatus.PENDING}
+
+
+def test_every_action_is_a_legal_transition_and_cancelled_is_final():
+    for action, (sources, target) in CAMPAIGN_ACTIONS.items():
+        for source in sources:
+            assert target in CAMPAIGN_TRANSITIONS[source], (action, source)
+    assert CAMPAIGN_TRANSITIONS[CampaignStatus.CANCELLED] == frozenset()
+
+
+@given(st.lists(st.sampled_from(sorted(CAMPAIGN_ACTIONS)), max_size=30))
+def test_any_sequence_of_actions_stays_inside_the_state_machine(actions):
+    status = CampaignStatus.DRAFT
+    for action in actions:
+        sources, target = CAMPAIGN_ACTIONS[action]
+        if status in sources:
+            assert target in CAMPAIGN_TRANSITIONS[status]
+            status = target
+    assert status in CampaignStatus
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_limiter_paces_sends_at_its_rate():
+    clock = FakeClock()
+    limiter = RateLimiter(40, clock=clock, sleep=clock.sleep)
+    for _ in range(400):
+        limiter.acquire()
+    assert clock.now == pytest.approx(399 / 40)
+
+
+def test_limiter_halves_on_throttling_at_most_once_a_second_and_earns_it_back():
+    clock = FakeClock()
+    limiter = RateLimiter(80, clock=clock, sleep=clock.sleep)
+    limiter.throttled()
+    limiter.throttled()  # same second: one decrease only
+    assert limiter.rate == 40
+    clock.now += 1.0
+    limiter.throttled()
+    assert limiter.rate == 20
+    for _ in range(10_000):
+        limiter.succeeded()
+    assert limiter.rate == 80
+
+
+@given(st.integers(min_value=0, max_value=50), st.floats(min_value=0.01, max_value=5),
+       st.floats(min_value=0.1, max_value=120), st.integers())
+def test_backoff_is_capped_exponential_with_jitter(attempt, base, cap, seed):
+    delay = backoff_delay(attempt, base, cap, random.Random(seed))
+    assert 0 <= delay <= min(cap, base * 2**attempt)
+
+
+def test_a_lease_too_short_for_one_request_is_refused():
+    with pytest.raises(ValueError, match="LEASE_SECONDS"):
+        Settings(lease_seconds=10, read_timeout_seconds=10)
+    settings = Settings()
+    # Production defaults: a holder stops posting well before its lease can be taken over.
+    assert settings.lease_seconds - settings.lease_safety_seconds > 10 * settings.heartbeat_seconds
+    assert settings.stop_margin_seconds > settings.read_timeout_seconds + settings.connect_timeout_seconds
+
+
+def test_template_variables_are_filled_and_the_callback_is_on_every_send():
+    template = {"name": "offer", "language": "en_US",
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "{{1}} gets {{2}}"}]}]}
+    payload = template_payload("919876543210", template, ["Asha", "20%"], "c1:0:7")
+    assert payload["template"]["components"][0]["parameters"][0]["text"] == "Asha gets 20%"
+    assert payload["biz_opaque_callback_data"] == "c1:0:7"
+    assert payload["to"] == "919876543210"
+
+
+def test_phone_numbers_are_masked_for_logs():
+    assert mask_phone("+919876543210") == "919*******10"
+    assert "98765" not in mask_phone("919876543210")
