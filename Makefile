@@ -12,6 +12,9 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	rm -rf $(VENV)
 	$$(scripts/find-python) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# The domain package (the Lambda layer's python/ folder) and the repo root on the venv's path,
+	# as the layer puts it on Lambda's: scripts, the local stack and benchmarks import it as is.
+	$(PY) -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "project.pth").write_text("$(CURDIR)/layers/common/python\n$(CURDIR)\n")'
 	touch $@
 
 test: venv
@@ -32,3 +35,6 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .aws-sam
+
+-include mk/tooling.mk
+-include mk/local.mk

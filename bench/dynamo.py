@@ -1,0 +1,83 @@
+"""Counting DynamoDB work of the code under measurement, in this process.
+
+moto reports a constant ConsumedCapacity, so capacity units are computed here from the
+calls pynamodb makes and the items they read, by DynamoDB's published sizing rules:
+a write costs ceil(item KB) WCU (each GSI whose keys the write sets costs as much again),
+a read costs ceil(bytes read / 4 KB) RCU, halved when eventually consistent.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from contextlib import contextmanager
+
+from pynamodb.connection.base import Connection
+
+WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+READS = {"GetItem", "Query", "Scan", "BatchGetItem"}
+
+
+def attribute_size(value: dict) -> int:
+    (kind, inner), = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        return math.ceil(len(inner.lstrip("-").replace(".", "")) / 2) + 1
+    if kind == "BOOL" or kind == "NULL":
+        return 1
+    if kind in ("SS", "NS"):
+        return sum(len(v.encode()) for v in inner)
+    if kind == "L":
+        return 3 + sum(attribute_size(v) + 1 for v in inner)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + attribute_size(v) + 1 for k, v in inner.items())
+    return len(str(inner))
+
+
+def item_size(item: dict) -> int:
+    return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
+
+
+class Meter:
+    def __init__(self):
+        self.calls: Counter = Counter()
+        self.read_units = 0.0
+        self.items_read = 0
+        self._lock = threading.Lock()
+
+    @property
+    def writes(self) -> int:
+        return sum(n for op, n in self.calls.items() if op in WRITES)
+
+    def record(self, operation: str, kwargs: dict, result: dict) -> None:
+        with self._lock:
+            self.calls[operation] += 1
+            if operation in ("Query", "Scan"):
+                items = result.get("Items", [])
+                self.items_read += len(items)
+                units = max(1, math.ceil(sum(item_size(i) for i in items) / 4096))
+                self.read_units += units * (1.0 if kwargs.get("ConsistentRead") else 0.5)
+            elif operation == "GetItem":
+                self.items_read += 1 if result.get("Item") else 0
+                units = max(1, math.ceil(item_size(result.get("Item", {})) / 4096))
+                self.read_units += units * (1.0 if kwargs.get("ConsistentRead") else 0.5)
+
+
+@contextmanager
+def metered():
+    """Count every DynamoDB call pynamodb makes in this process while the block runs."""
+    meter = Meter()
+    original = Connection.dispatch
+
+    def dispatch(self, operation_name, operation_kwargs):
+        result = original(self, operation_name, operation_kwargs)
+        meter.record(operation_name, operation_kwargs, result or {})
+        return result
+
+    Connection.dispatch = dispatch
+    try:
+        yield meter
+    finally:
+        Connection.dispatch = original
