@@ -32,7 +32,8 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def tick(self) -> None:
         self._client.invoke(

@@ -36,11 +36,12 @@ class StackConfig:
     batch_seconds: float = 30.0
     lease_seconds: float = 6.0
     heartbeat_seconds: float = 0.5
-    recovery_interval_seconds: float = 2.0
+    recovery_interval_seconds: float = 3.0
     connect_timeout_seconds: float = 1.0
     read_timeout_seconds: float = 2.0
     clock_skew_seconds: float = 0.5
     max_in_flight: int = 8
+    max_attempts: int = 5
     in_doubt_grace_seconds: float = 30.0
     backoff_base_seconds: float = 0.2
     backoff_cap_seconds: float = 5.0
@@ -53,6 +54,10 @@ class StackConfig:
     phone_number_id: str = "1234567890"
     fake_latency_ms: float = 50.0
     fake_latency_jitter: float = 0.2
+    # The HTTP API (local/gateway.py) when the stack runs with_gateway; 0 picks a free port.
+    api_port: int = 3000
+    # Share of accepted sends whose status webhooks from the fake end in `failed` instead of read.
+    fake_webhook_failed_ratio: float = 0.02
 
     @classmethod
     def from_env(cls, **overrides) -> StackConfig:
@@ -72,12 +77,15 @@ class LocalStack:
     moto: MotoServer | None = None
     with_scheduler: bool = True
     log_path: str | None = None
+    # Also serve the HTTP API (and /_local/...) on api_port; the fake then posts its status webhooks there.
+    with_gateway: bool = False
 
     def __post_init__(self):
         self._own_moto = self.moto is None
         self.fake: FakeGraph | None = None
         self.runtime: LambdaRuntime | None = None
         self.scheduler: Scheduler | None = None
+        self.gateway = None
         self.secret = {
             "access_token": self.config.whatsapp_token or secrets.token_urlsafe(24),
             "app_secret": secrets.token_urlsafe(24),
@@ -112,9 +120,23 @@ class LocalStack:
             env=self.env,
         )
         self.runtime = LambdaRuntime(functions, port=lambda_port, log_path=self.log_path).start()
+        # Without the periodic schedule, a caller can still tick recovery by hand: scheduler.tick().
+        self.scheduler = Scheduler(self.runtime.url, "recovery", cfg.recovery_interval_seconds)
         if self.with_scheduler:
-            self.scheduler = Scheduler(self.runtime.url, "recovery", cfg.recovery_interval_seconds).start()
+            self.scheduler.start()
+        if self.with_gateway:
+            self.start_gateway()
         return self
+
+    def start_gateway(self, **options):
+        """The API on 127.0.0.1:api_port (local/gateway.py); the fake's status webhooks go to its /webhook."""
+        from .gateway import Gateway
+
+        self.gateway = Gateway(runtime=self.runtime, port=self.config.api_port, **options).start()
+        if self.fake:
+            self.fake.configure(webhook_url=f"{self.gateway.url}/webhook",
+                                webhook_failed_ratio=self.config.fake_webhook_failed_ratio)
+        return self.gateway
 
     def _function_env(self, secret_arn: str, graph_url: str, lambda_url: str) -> dict[str, str]:
         cfg = self.config
@@ -131,6 +153,7 @@ class LocalStack:
                 "READ_TIMEOUT_SECONDS": str(cfg.read_timeout_seconds),
                 "CLOCK_SKEW_SECONDS": str(cfg.clock_skew_seconds),
                 "MAX_IN_FLIGHT": str(cfg.max_in_flight),
+                "MAX_ATTEMPTS": str(cfg.max_attempts),
                 "IN_DOUBT_GRACE_SECONDS": str(cfg.in_doubt_grace_seconds),
                 "BACKOFF_BASE_SECONDS": str(cfg.backoff_base_seconds),
                 "BACKOFF_CAP_SECONDS": str(cfg.backoff_cap_seconds),
@@ -145,6 +168,8 @@ class LocalStack:
         return env
 
     def stop(self) -> None:
+        if self.gateway:
+            self.gateway.stop()
         if self.scheduler:
             self.scheduler.stop()
         if self.runtime:

@@ -34,6 +34,15 @@ def recipients(campaign) -> list[Recipient]:
     return found
 
 
+def live_senders(stack) -> list[dict]:
+    return [i for i in stack.runtime.invocations() if i["function"] == "sender" and i["pid"]]
+
+
+def senders_stopped(stack) -> bool:
+    """No sender batch alive, nor any invocation waiting to start."""
+    return not live_senders(stack) and stack.runtime.queued() == 0
+
+
 def status(campaign) -> dict:
     return service.campaign_status(campaign.id, settings())
 

@@ -15,15 +15,11 @@ from campaigns import service
 from campaigns.config import settings
 from campaigns.models import Shard
 from tests.conftest import wait_until
-from tests.helpers import audit, new_campaign, status
+from tests.helpers import audit, live_senders, new_campaign, senders_stopped, status
 
 pytestmark = pytest.mark.crash
 
 MAX_IN_FLIGHT = 8
-
-
-def live_senders(stack) -> list[dict]:
-    return [i for i in stack.runtime.invocations() if i["function"] == "sender" and i["pid"]]
 
 
 def kill_while_a_response_is_held(stack) -> None:
@@ -150,7 +146,7 @@ def test_the_same_event_delivered_twice_sends_nothing_extra(make_stack):
     invoker.invoke_sender(settings(), event)
     invoker.invoke_sender(settings(), event)  # Lambda's at-least-once delivery
     wait_until(completed(campaign), 60, "the campaign to complete")
-    assert stack.runtime.wait_idle(30)
+    wait_until(lambda: senders_stopped(stack), 30, "both deliveries to end")
     result = assert_invariants(campaign, stack.fake, kills=0)
     assert result["duplicates"] == {}
     assert result["statuses"] == {"sent": 50}
@@ -175,7 +171,7 @@ def test_fatal_error_pauses_the_campaign_and_stops_sending(make_stack):
     wait_until(lambda: stack.fake.stats()["accepted"] >= 10, 30, "some sends")
     stack.fake.configure(fatal_code=190)
     wait_until(lambda: status(campaign)["status"] == "paused", 30, "the campaign to pause")
-    assert stack.runtime.wait_idle(30)
+    wait_until(lambda: senders_stopped(stack), 30, "the batches to stop")
     assert "190" in status(campaign)["paused_reason"]
     refused = stack.fake.stats()["by_code"]["190"]
     assert refused <= MAX_IN_FLIGHT  # only what was in flight when the first 190 came back
