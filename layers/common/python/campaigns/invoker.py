@@ -11,8 +11,10 @@ from functools import cache
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import Settings
+from .observability import logger
 
 
 @cache
@@ -24,10 +26,20 @@ def sender_event(campaign_id: str, shard: int, token: str, hop: int = 0) -> dict
     return {"campaign_id": campaign_id, "shard": shard, "token": token, "hop": hop}
 
 
-def invoke_sender(settings: Settings, event: dict) -> None:
-    """Start a sender batch. If this call is lost, the shard's lease expires and recovery steps in."""
-    _lambda_client().invoke(
-        FunctionName=settings.sender_function_name,
-        InvocationType="Event",
-        Payload=json.dumps(event).encode(),
-    )
+def invoke_sender(settings: Settings, event: dict) -> bool:
+    """Start a sender batch; False if Lambda would not take the event.
+
+    Callers reserve the shard's lease for the event before invoking, so a failed (or lost)
+    invoke only delays the shard: its reservation expires and recovery takes it over.
+    """
+    try:
+        _lambda_client().invoke(
+            FunctionName=settings.sender_function_name,
+            InvocationType="Event",
+            Payload=json.dumps(event).encode(),
+        )
+        return True
+    except (BotoCoreError, ClientError):
+        logger.exception("could not invoke the sender; recovery takes the shard over when its lease expires",
+                         extra={"campaign_id": event.get("campaign_id"), "shard": event.get("shard")})
+        return False
