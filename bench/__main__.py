@@ -5,9 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCRIPTS = ["bench.costs"]
+SCRIPTS = [
+    ["bench.costs", "--finished", "10", "1000", "10000"],
+    ["bench.throughput"],
+    ["bench.recovery"],
+    ["bench.scale"],
+]
 
 if __name__ == "__main__":
-    for script in SCRIPTS:
+    for script, *args in SCRIPTS:
         print(f"\n## {script}\n", flush=True)
-        subprocess.run([sys.executable, "-m", script, *sys.argv[1:]], check=True)
+        subprocess.run([sys.executable, "-m", script, *args], check=True)
