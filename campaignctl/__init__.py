@@ -1,0 +1,12 @@
+"""campaignctl: the command line for people, over the campaigns HTTP API (local or deployed).
+
+    python -m campaignctl create --name "Diwali" --phone-number-id 1234567890 \\
+        --template-name diwali_offer --language en_US --csv recipients.csv [--rate 80] [--send]
+    python -m campaignctl send|pause|resume|cancel|retry-failed ID
+    python -m campaignctl status ID [--watch]
+    python -m campaignctl list [--status sending]
+    python -m campaignctl recipients ID [--status failed]
+
+--api-url (env CAMPAIGNS_API_URL, default http://127.0.0.1:3000). A URL that is not loopback is the
+deployed API: requests are signed with SigV4 (service execute-api) with the default AWS credential chain.
+"""

@@ -1,0 +1,270 @@
+"""The commands of campaignctl (see the package's doc)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from typing import IO
+
+from campaignctl.client import DEFAULT_API_URL, ApiError, Client, Unreachable
+
+ACTIONS = ("send", "pause", "resume", "cancel", "retry-failed")
+ACTIVE = ("sending", "scheduled")
+COUNT_NAMES = ("pending", "sent", "delivered", "read", "failed", "in_doubt", "skipped")
+BAR_WIDTH = 30
+
+
+# -- building the request --------------------------------------------------------------------------
+
+
+def read_csv(path: str) -> tuple[bytes, int]:
+    """The file's bytes and its number of template variables (columns after `phone`)."""
+    with open(path, "rb") as stream:
+        raw = stream.read()
+    text = raw.decode("utf-8-sig", errors="replace")
+    header = next(csv.reader(io.StringIO(text)), None)
+    if not header:
+        raise ValueError(f"{path} is empty: it needs a header line phone,var1,var2,...")
+    if header[0].strip().lower() != "phone":
+        raise ValueError(f"{path}: the first column must be `phone`, not {header[0]!r}")
+    return raw, len(header) - 1
+
+
+def template_for(name: str, language: str, variables: int, components_file: str | None = None) -> dict:
+    """The template as the API takes it: given components, or a body with {{1}}..{{n}} for the CSV's columns."""
+    if components_file:
+        with open(components_file, encoding="utf-8") as stream:
+            components = json.load(stream)
+    elif variables:
+        components = [{"type": "body",
+                       "parameters": [{"type": "text", "text": f"{{{{{n}}}}}"} for n in range(1, variables + 1)]}]
+    else:
+        components = []
+    return {"name": name, "language": language, "components": components}
+
+
+# -- showing answers -----------------------------------------------------------------------------------
+
+
+def progress_bar(campaign: dict, width: int = BAR_WIDTH) -> str:
+    counts = campaign.get("counts") or {}
+    total = int(campaign.get("total") or 0)
+    done = sum(int(counts.get(k) or 0) for k in ("sent", "failed", "skipped", "in_doubt"))
+    filled = int(width * done / total) if total else 0
+    rate = campaign.get("current_rate") or 0
+    eta = campaign.get("eta_seconds")
+    line = (f"[{'#' * filled}{'.' * (width - filled)}] {100 * (done / total if total else 0):5.1f}% "
+            f"{done}/{total} · {campaign.get('status')} · {rate:g} msg/s")
+    if eta:
+        line += f" · ETA {eta}s"
+    return line
+
+
+def describe(campaign: dict) -> str:
+    counts = campaign.get("counts") or {}
+    lines = [
+        f"{campaign['id']}  {campaign.get('name')!s}  [{campaign.get('status')}]",
+        "  " + progress_bar(campaign),
+        "  " + "  ".join(f"{k.replace('_', ' ')} {int(counts.get(k) or 0)}" for k in COUNT_NAMES),
+    ]
+    template = campaign.get("template") or {}
+    lines.append(f"  template {template.get('name')} ({template.get('language')}) · rate {campaign.get('rate')} "
+                 f"msg/s · {campaign.get('shards')} shard(s) · in-doubt policy {campaign.get('in_doubt_policy')}")
+    if campaign.get("stuck_shards"):
+        lines.append(f"  stuck shards: {campaign['stuck_shards']} (recovery takes them over)")
+    if campaign.get("paused_reason"):
+        lines.append(f"  paused: {campaign['paused_reason']}")
+    if campaign.get("last_error"):
+        lines.append(f"  last error: {campaign['last_error']}")
+    return "\n".join(lines)
+
+
+def import_summary(report: dict) -> str:
+    text = (f"{report.get('accepted', 0)} recipients imported ({report.get('total', 0)} in the campaign), "
+            f"{report.get('rejected_count', 0)} rejected, {report.get('duplicates', 0)} duplicates dropped, "
+            f"{report.get('suppressed', 0)} suppressed")
+    for rejection in (report.get("rejected") or [])[:5]:
+        where = f"line {rejection['line']}" if "line" in rejection else f"row {rejection.get('index')}"
+        text += f"\n  {where}: {rejection.get('message') or rejection.get('reason') or rejection}"
+    more = int(report.get("rejected_count") or 0) - 5
+    if more > 0:
+        text += f"\n  … and {more} more rejected rows"
+    return text
+
+
+# -- commands --------------------------------------------------------------------------------------------
+
+
+def cmd_create(client: Client, args, out: IO[str]) -> int:
+    raw, variables = read_csv(args.csv)
+    spec = {
+        "name": args.name,
+        "phone_number_id": args.phone_number_id,
+        "template": template_for(args.template_name, args.language, variables, args.components),
+        "rate": args.rate,
+        "in_doubt_policy": args.in_doubt_policy,
+    }
+    campaign = client.create(spec)
+    campaign_id = campaign["id"]
+    try:
+        report = client.import_csv(campaign_id, raw)
+    except ApiError as error:
+        print(f"created campaign {campaign_id} (draft), but its recipients were refused: {error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"campaign": campaign, "import_error": str(error)}), file=out)
+        return 1
+    sent = client.action(campaign_id, "send") if args.send else None
+    if args.json:
+        print(json.dumps({"campaign": sent or client.get(campaign_id), "import": report}), file=out)
+        return 0
+    print(f"created campaign {campaign_id} ({(sent or campaign)['status']})", file=out)
+    print(import_summary(report), file=out)
+    if not args.send:
+        print(f"start it with: python -m campaignctl send {campaign_id}", file=out)
+    return 0
+
+
+def cmd_action(client: Client, args, out: IO[str]) -> int:
+    answer = client.action(args.id, args.command)
+    if args.json:
+        print(json.dumps(answer), file=out)
+    else:
+        extra = f" ({answer['reopened_shards']} shard(s) reopened)" if "reopened_shards" in answer else ""
+        print(f"{args.command}: campaign {answer['id']} is {answer['status']}{extra}", file=out)
+        print(describe(answer), file=out)
+    return 0
+
+
+def cmd_status(client: Client, args, out: IO[str]) -> int:
+    campaign = client.get(args.id)
+    if not args.watch:
+        print(json.dumps(campaign) if args.json else describe(campaign), file=out)
+        return 0
+    tty = out.isatty()
+    last = None
+    try:
+        while True:
+            line = json.dumps(campaign) if args.json else progress_bar(campaign)
+            if tty and not args.json:
+                out.write("\r\x1b[2K" + line)
+                out.flush()
+            elif line != last:
+                print(line, file=out, flush=True)
+            last = line
+            if campaign["status"] not in ACTIVE:
+                break
+            time.sleep(args.interval)  # the refresh period of a display, not a synchronisation
+            campaign = client.get(args.id)
+    except KeyboardInterrupt:
+        pass
+    if tty and not args.json:
+        out.write("\n")
+    if not args.json:
+        print(describe(campaign), file=out)
+    return 0
+
+
+def cmd_list(client: Client, args, out: IO[str]) -> int:
+    page = client.list(args.status, args.limit, args.next)
+    if args.json:
+        print(json.dumps(page), file=out)
+        return 0
+    items = page.get("items") or []
+    if not items:
+        print("no campaign" + (f" with status {args.status}" if args.status else ""), file=out)
+    else:
+        print(f"{'ID':<18} {'STATUS':<10} {'RECIPIENTS':>10}  {'TEMPLATE':<20} {'CREATED':<25} NAME", file=out)
+        for c in items:
+            print(f"{c['id']:<18} {c['status']:<10} {c.get('recipients_reserved', 0):>10}  "
+                  f"{str(c.get('template_name')):<20} {str(c.get('created_at')):<25} {c.get('name')}", file=out)
+    if page.get("next"):
+        print(f"more: --next {page['next']}", file=out)
+    return 0
+
+
+def cmd_recipients(client: Client, args, out: IO[str]) -> int:
+    page = client.recipients(args.id, args.status, args.limit, args.next)
+    if args.json:
+        print(json.dumps(page), file=out)
+        return 0
+    for r in page.get("items") or []:
+        error = f" error {r['error_code']} ({r['error_class']}): {r.get('error_message') or ''}" if r.get("error_code") else ""
+        print(f"{r['key']:<32} +{r['phone']:<16} {r['status']:<9} wamid {r.get('wamid') or '-'}{error}", file=out)
+    if page.get("next"):
+        print(f"more: --next {page['next']}", file=out)
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m campaignctl", description="WhatsApp template campaigns "
+                                   "over the HTTP API (local stack or deployed).")
+    root.add_argument("--api-url", default=os.environ.get("CAMPAIGNS_API_URL", DEFAULT_API_URL),
+                      help="the API (env CAMPAIGNS_API_URL, default %(default)s); not loopback = signed with SigV4")
+    root.add_argument("--region", help="AWS region for SigV4 (default: AWS_REGION, the AWS config, or the URL)")
+    root.add_argument("--json", action="store_true", help="print the API's JSON answers")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    create = commands.add_parser("create", help="create a campaign and import its recipients from a CSV file")
+    create.add_argument("--name", required=True)
+    create.add_argument("--phone-number-id", required=True, help="the sending WhatsApp number's id")
+    create.add_argument("--template-name", required=True, help="the approved template's name")
+    create.add_argument("--language", default="en_US", help="template language code (default %(default)s)")
+    create.add_argument("--csv", required=True, metavar="FILE",
+                        help="header phone,var1,var2,...: one {{n}} of the template body per extra column")
+    create.add_argument("--components", metavar="JSON_FILE",
+                        help="the template's components as Graph takes them (default: a body with {{1}}..{{n}})")
+    create.add_argument("--rate", type=int, default=80, help="messages per second (default %(default)s)")
+    create.add_argument("--in-doubt-policy", choices=("skip", "resend"), default="skip",
+                        help="a send nobody can prove after a crash: skip (at most once) or resend")
+    create.add_argument("--send", action="store_true", help="start sending right away")
+    create.set_defaults(run=cmd_create)
+
+    for action in ACTIONS:
+        command = commands.add_parser(action, help=f"{action} a campaign")
+        command.add_argument("id")
+        command.set_defaults(run=cmd_action)
+
+    status = commands.add_parser("status", help="a campaign's status and counts")
+    status.add_argument("id")
+    status.add_argument("--watch", action="store_true", help="a live progress bar until it stops sending")
+    status.add_argument("--interval", type=float, default=1.0, help="refresh period of --watch (seconds)")
+    status.set_defaults(run=cmd_status)
+
+    listing = commands.add_parser("list", help="campaigns, newest first")
+    listing.add_argument("--status", choices=("draft", "scheduled", "sending", "paused", "completed", "cancelled"))
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--next", help="the `next` token of the previous page")
+    listing.set_defaults(run=cmd_list)
+
+    recipients = commands.add_parser("recipients", help="a campaign's recipients and their Graph error codes")
+    recipients.add_argument("id")
+    recipients.add_argument("--status", choices=("pending", "sending", "sent", "failed", "skipped", "in_doubt"))
+    recipients.add_argument("--limit", type=int, default=100)
+    recipients.add_argument("--next")
+    recipients.set_defaults(run=cmd_recipients)
+    return root
+
+
+def main(argv: list[str] | None = None, out: IO[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        client = Client(args.api_url, region=args.region)
+        return args.run(client, args, out)
+    except ApiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Unreachable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,148 @@
+"""campaignctl, the command line for people: against the local stack over HTTP, and its SigV4 signing
+for the deployed API (checked on the prepared request: nothing is sent off this machine)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import requests
+from botocore.credentials import Credentials
+
+from campaignctl.cli import main, progress_bar, read_csv, template_for
+from campaignctl.client import Client, SigV4Auth, is_loopback, region_for
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def api(make_stack):
+    stack = make_stack(api_port=0, fake_latency_ms=10, fake_webhook_failed_ratio=0.0)
+    stack.start_gateway(dashboard=False)
+    return stack
+
+
+def run(url: str, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(["--api-url", url, *argv], out=out)
+    return code, out.getvalue()
+
+
+def write_csv(tmp_path, rows: int, extra: str = "") -> str:
+    path = tmp_path / "recipients.csv"
+    path.write_text("phone,name,offer\n" + "".join(f"+91 98{n:08d},Name {n},{n}%\n" for n in range(rows)) + extra)
+    return str(path)
+
+
+def test_create_send_watch_list_through_the_api(api, tmp_path, capsys):
+    url = api.gateway.url
+    csv_path = write_csv(tmp_path, 30, extra="not-a-phone,x,y\n")
+    code, out = run(url, "create", "--name", "Diwali", "--phone-number-id", "1234567890",
+                    "--template-name", "diwali_offer", "--language", "en_US", "--csv", csv_path, "--rate", "40")
+    assert code == 0, capsys.readouterr().err
+    assert out.startswith("created campaign ")
+    campaign_id = out.split()[2]
+    assert "30 recipients imported" in out and "1 rejected" in out and "line 32" in out
+
+    code, out = run(url, "--json", "status", campaign_id)
+    status = json.loads(out)
+    assert (status["status"], status["total"], status["rate"]) == ("draft", 30, 40)
+    assert status["template"]["components"][0]["parameters"][1]["text"] == "{{2}}"  # two CSV columns
+
+    code, out = run(url, "send", campaign_id)
+    assert code == 0 and f"send: campaign {campaign_id} is sending" in out
+
+    code, out = run(url, "status", campaign_id, "--watch", "--interval", "0.2")
+    assert code == 0
+    lines = out.splitlines()
+    assert any("sending" in line for line in lines)  # progress lines while it ran
+    assert f"{campaign_id}  Diwali  [completed]" in out
+    assert "sent 30" in out and "30/30" in out
+
+    code, out = run(url, "list")
+    assert code == 0 and campaign_id in out and "completed" in out
+    code, out = run(url, "recipients", campaign_id, "--limit", "2")
+    assert code == 0 and out.count(" sent ") == 2 and "wamid.FAKE" in out
+
+    code, _ = run(url, "pause", campaign_id)
+    assert code == 1
+    assert "409 conflict" in capsys.readouterr().err
+
+
+def test_pause_resume_cancel(api, tmp_path):
+    url = api.gateway.url
+    api.fake.configure(latency_ms=200)  # slow enough to pause mid-send
+    code, out = run(url, "--json", "create", "--name", "slow", "--phone-number-id", "1234567890",
+                    "--template-name", "t", "--csv", write_csv(tmp_path, 60), "--rate", "5", "--send")
+    assert code == 0
+    campaign_id = json.loads(out)["campaign"]["id"]
+    wait_until(lambda: api.fake.stats()["accepted"] >= 1, 30, "a first send")
+    assert run(url, "pause", campaign_id)[0] == 0
+    assert json.loads(run(url, "--json", "status", campaign_id)[1])["status"] == "paused"
+    assert run(url, "resume", campaign_id)[0] == 0
+    code, out = run(url, "cancel", campaign_id)
+    assert code == 0 and "is cancelled" in out
+
+
+def test_errors_are_one_line_with_an_exit_status(api, tmp_path, capsys):
+    url = api.gateway.url
+    assert run(url, "status", "nope")[0] == 1
+    assert "404 not_found" in capsys.readouterr().err
+    assert run("http://127.0.0.1:9", "list")[0] == 3  # nothing listens on the discard port
+    assert "cannot reach the API" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,phone\nx,+919800000000\n")
+    assert run(url, "create", "--name", "x", "--phone-number-id", "1", "--template-name", "t", "--csv", str(bad))[0] == 2
+    assert "first column must be `phone`" in capsys.readouterr().err
+
+
+def test_template_and_progress_helpers(tmp_path):
+    raw, variables = read_csv(write_csv(tmp_path, 2))
+    assert variables == 2 and raw.startswith(b"phone,")
+    assert template_for("t", "en_US", 0) == {"name": "t", "language": "en_US", "components": []}
+    body = template_for("t", "en_US", 3)["components"][0]
+    assert [p["text"] for p in body["parameters"]] == ["{{1}}", "{{2}}", "{{3}}"]
+    bar = progress_bar({"status": "sending", "total": 10, "counts": {"sent": 4, "failed": 1}, "current_rate": 8})
+    assert "50.0%" in bar and "5/10" in bar and "8 msg/s" in bar
+
+
+# -- the deployed API: SigV4 --------------------------------------------------------------------------
+
+
+def test_loopback_is_not_signed_and_anything_else_is():
+    assert is_loopback("http://127.0.0.1:3000") and is_loopback("http://localhost:3000")
+    assert is_loopback("http://[::1]:3000") and is_loopback("http://127.1.2.3")
+    assert not is_loopback("https://abc123.execute-api.eu-west-1.amazonaws.com/dev")
+    assert Client("http://127.0.0.1:3000").session.auth is None
+    deployed = Client("https://abc123.execute-api.eu-west-1.amazonaws.com/dev", region="eu-west-1",
+                      credentials=Credentials("AKIDEXAMPLE", "secret", "token-1"))
+    assert isinstance(deployed.session.auth, SigV4Auth)
+
+
+def test_region_comes_from_the_flag_the_environment_or_the_url(monkeypatch):
+    url = "https://abc123.execute-api.ap-south-1.amazonaws.com/prod"
+    assert region_for(url, "eu-west-1") == "eu-west-1"
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    assert region_for(url) == "us-west-2"
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert region_for(url) == "ap-south-1"
+
+
+def test_requests_to_the_deployed_api_carry_a_sigv4_signature_for_execute_api():
+    auth = SigV4Auth("eu-west-1", Credentials("AKIDEXAMPLE", "secret", "token-1"))
+    body = json.dumps({"name": "x"})
+    prepared = requests.Request("POST", "https://abc123.execute-api.eu-west-1.amazonaws.com/dev/campaigns",
+                                data=body, headers={"Content-Type": "application/json",
+                                                    "Idempotency-Key": "k1"}).prepare()
+    signed = auth(prepared)
+    authorization = signed.headers["Authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/execute-api/aws4_request" in authorization
+    assert "SignedHeaders=content-type;host;idempotency-key;x-amz-date;x-amz-security-token" in authorization
+    assert signed.headers["X-Amz-Security-Token"] == "token-1" and signed.headers["X-Amz-Date"]
+    # The signature covers the body: another body, another signature.
+    other = auth(requests.Request("POST", prepared.url, data=body + " ",
+                                  headers={"Content-Type": "application/json", "Idempotency-Key": "k1"}).prepare())
+    assert other.headers["Authorization"].split("Signature=")[1] != authorization.split("Signature=")[1]

@@ -1,0 +1,131 @@
+"""The local dashboard, rendered by headless Chromium while a campaign runs: the DOM its JavaScript
+builds must show that campaign's numbers (from the gateway's JSON feed, itself read through the API).
+
+Chromium is Debian's package (`make chromium`, which `make test` runs, installs it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+TEMPLATE = {"name": "diwali_offer", "language": "en_US",
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "{{1}}"}]}]}
+
+
+def render(url: str, tmp_path: Path) -> str:
+    """The page's DOM after its scripts ran (virtual time: the first poll of the feed included)."""
+    done = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=2500", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+class Campaigns(HTMLParser):
+    """Each campaign section's data attributes and its count cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: dict[str, dict] = {}
+        self.plots: list[dict] = []
+        self.body: dict = {}
+        self._current: dict | None = None
+        self._cell: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "body":
+            self.body = attrs
+        if tag == "section" and "data-campaign-id" in attrs:
+            self._current = self.found[attrs["data-campaign-id"]] = {**attrs, "counts": {}}
+        if self._current is not None and tag == "td" and "data-count" in attrs:
+            self._cell = attrs["data-count"]
+        if tag == "svg" and "data-plot" in attrs:
+            self.plots.append(attrs)
+
+    def handle_data(self, data):
+        if self._cell and self._current is not None:
+            self._current["counts"][self._cell] = int(data)
+            self._cell = None
+
+
+@pytest.fixture
+def stack(make_stack):
+    stack = make_stack(api_port=0, fake_latency_ms=50, fake_webhook_failed_ratio=0.0)
+    stack.start_gateway(dashboard_interval=0.5)
+    return stack
+
+
+def test_the_dashboard_shows_a_running_campaign(stack, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed: run `make chromium` (make test does)")
+    url = stack.gateway.url
+    created = requests.post(f"{url}/campaigns", timeout=30, json={
+        "name": "Dashboard <b>check</b>", "phone_number_id": "1234567890", "template": TEMPLATE, "rate": 20,
+        "recipients": [{"phone": f"+9198{n:08d}", "variables": [f"n{n}"]} for n in range(300)]})
+    assert created.status_code == 201, created.text
+    campaign_id = created.json()["id"]
+    assert requests.post(f"{url}/campaigns/{campaign_id}/send", timeout=30).status_code == 200
+
+    def fed():
+        feed = requests.get(f"{url}/_local/metrics", timeout=30).json()
+        return next((c for c in feed["campaigns"] if c["id"] == campaign_id and c["counts"]["sent"] >= 20), None)
+
+    before = wait_until(fed, 60, "the feed to show some sends")
+    assert len(before["series"]["t"]) >= 2 and before["status"] == "sending"
+    dom = render(f"{url}/_local/dashboard", tmp_path)
+    after = requests.get(f"{url}/campaigns/{campaign_id}", timeout=30).json()
+
+    page = Campaigns()
+    page.feed(dom)
+    assert page.body.get("data-rendered") == "yes", dom[:2000]  # the script ran
+    shown = page.found[campaign_id]
+    assert int(shown["data-total"]) == 300
+    # The numbers are the campaign's own, sampled between the feed read before and the API read after.
+    assert before["counts"]["sent"] <= shown["counts"]["sent"] <= after["counts"]["sent"]
+    assert int(shown["data-sent"]) == shown["counts"]["sent"]
+    assert sum(shown["counts"][k] for k in ("pending", "sent", "failed", "in_doubt", "skipped")) == 300
+    assert shown["data-status"] in ("sending", "completed")
+    # Both plots are drawn, with the series' points; the name is shown as text, not markup.
+    assert {p["data-plot"] for p in page.plots} >= {"progress", "messages/s"}
+    assert all(int(p["data-points"]) >= 2 for p in page.plots)
+    assert "Dashboard &lt;b&gt;check&lt;/b&gt;" in dom
+    assert re.search(r"sender pid \d+ · running", dom), "the live sender is listed"
+
+
+def test_the_feed_reports_stuck_shards_and_recent_failures(stack):
+    """A SIGKILLed sender shows up among the runtime's recent failures; the feed has the series."""
+    url = stack.gateway.url
+    created = requests.post(f"{url}/campaigns", timeout=30, json={
+        "name": "feed", "phone_number_id": "1234567890", "template": TEMPLATE, "rate": 20,
+        "recipients": [{"phone": f"+9198{n:08d}", "variables": [f"n{n}"]} for n in range(100)]})
+    campaign_id = created.json()["id"]
+    requests.post(f"{url}/campaigns/{campaign_id}/send", timeout=30)
+    senders = wait_until(lambda: [i for i in requests.get(f"{url}/_local/invocations", timeout=30).json()
+                                  if i["function"] == "sender"], 30, "a sender")
+    os.kill(senders[0]["pid"], signal.SIGKILL)
+    def both():
+        feed = requests.get(f"{url}/_local/metrics", timeout=30).json()
+        listed = any(c["id"] == campaign_id for c in feed["campaigns"])
+        return feed if feed["recent_failures"] and listed else None
+
+    feed = wait_until(both, 30, "the kill and the campaign in the feed")
+    failure = feed["recent_failures"][0]
+    assert failure["function"] == "sender" and failure["pid"] == senders[0]["pid"]
+    assert failure["outcome"] == "killed" and "signal: killed" in failure["message"]
+    campaign = next(c for c in feed["campaigns"] if c["id"] == campaign_id)
+    assert set(campaign) >= {"counts", "series", "stuck_shards", "errors", "progress", "current_rate"}
+    assert isinstance(campaign["stuck_shards"], list)
