@@ -6,24 +6,27 @@ transition table in `states`; shard leases are only ever taken through `lease`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.expressions.condition import Condition
 
+from . import imports, ledger
 from . import lease as leases
-from . import ledger
 from .config import Settings
 from .graph_errors import ErrorClass, classify
-from .models import DUE_CAMPAIGN, Campaign, Recipient, Shard, recipient_sk, shard_pk
+from .models import DUE_CAMPAIGN, LIST_CAMPAIGNS, Campaign, Recipient, Shard, recipient_sk, shard_pk
 from .observability import logger
 from .sender import start_shard
-from .states import CAMPAIGN_ACTIONS, CampaignStatus
+from .states import CAMPAIGN_ACTIONS, CampaignStatus, RecipientStatus
 from .states import RecipientStatus as R
 
 
@@ -49,6 +52,25 @@ class Conflict(ServiceError):
     def __init__(self, message: str, current_status: str | None = None):
         super().__init__(message)
         self.current_status = current_status
+
+
+class Unprocessable(ServiceError):
+    """The request is well-formed but its content cannot be accepted (422); `details` go into the answer."""
+
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, message: str, field: str | None = None, code: str | None = None,
+                 details: dict | None = None):
+        super().__init__(message, field)
+        if code:
+            self.code = code
+        self.details = details or {}
+
+
+class ImportInProgress(ServiceError):
+    status = 409
+    code = "import_in_progress"
 
 
 @dataclass
@@ -110,13 +132,21 @@ def create_campaign(spec: CampaignSpec, settings: Settings, campaign_id: str | N
     return campaign
 
 
-def add_recipients(campaign_id: str, rows: list[RecipientRow]) -> int:
+def add_recipients(
+    campaign_id: str,
+    rows: list[RecipientRow],
+    *,
+    placed: Callable[[str, list[tuple[str, int, int]]], None] | None = None,
+) -> int:
     """Append recipients, spread round-robin over the shards; returns how many were written.
 
     The index range is reserved with one atomic ADD, so concurrent imports never collide.
     Recipients carry their import's id and exist for senders only once that id is committed
     to the campaign at the end, so an import that dies half-way leaves nothing a send picks up.
     A campaign that is already sending cannot take imports (409).
+
+    `placed(import_id, [(phone, shard, seq), ...])` runs after the recipients are written and
+    before the commit (import_recipients writes its phone markers there).
     """
     campaign = get_campaign(campaign_id)
     _require(campaign, {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED}, "import recipients")
@@ -128,20 +158,25 @@ def add_recipients(campaign_id: str, rows: list[RecipientRow]) -> int:
     first = int(item.recipient_count) - len(rows)
     shards = int(campaign.shard_count)
     per_shard: dict[int, int] = {}
-    with Recipient.batch_write() as batch:
-        for offset, row in enumerate(rows):
-            index = first + offset
-            shard, seq = index % shards, index // shards
-            per_shard[shard] = per_shard.get(shard, 0) + 1
-            batch.save(
-                Recipient(
-                    shard_pk(campaign_id, shard),
-                    recipient_sk(seq),
-                    phone=row.phone,
-                    variables=row.variables,
-                    import_id=import_id,
-                )
+    positions: list[tuple[str, int, int]] = []
+    items: list[Recipient] = []
+    for offset, row in enumerate(rows):
+        index = first + offset
+        shard, seq = index % shards, index // shards
+        per_shard[shard] = per_shard.get(shard, 0) + 1
+        positions.append((row.phone, shard, seq))
+        items.append(
+            Recipient(
+                shard_pk(campaign_id, shard),
+                recipient_sk(seq),
+                phone=row.phone,
+                variables=row.variables,
+                import_id=import_id,
             )
+        )
+    imports.batch_save(items)  # BatchWriteItem, several calls at a time: invisible until the commit below
+    if placed is not None:
+        placed(import_id, positions)
     # The commit: from here on senders see this import. Totals come after; a crash between
     # the two leaves them low until the first batch's recount, never recipients half-visible.
     _transition_checked(campaign_id, {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED}, "import recipients",
@@ -320,3 +355,254 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
         "started_at": campaign.started_at,
         "completed_at": campaign.completed_at,
     }
+
+
+# -- creating with recipients, importing, scheduling, listing (the HTTP API's use cases) ----------
+
+IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
+# How far ahead a campaign may be scheduled.
+MAX_SCHEDULE_SECONDS = 366 * 24 * 3600
+# DynamoDB pages (≤ 1 MB each) one listing request reads at most.
+MAX_LISTING_PAGES = 8
+
+
+def require_importable(campaign: Campaign) -> None:
+    _require(campaign, IMPORTABLE, "import recipients into")
+
+
+def schedule(campaign_id: str, send_at: float) -> Campaign:
+    """draft → scheduled: recovery starts it at `send_at` (the DueIndex entry)."""
+    return _transition(
+        campaign_id,
+        "schedule",
+        [Campaign.send_at.set(send_at), Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(send_at)],
+    )
+
+
+def check_send_at(send_at: float | None, now: float | None = None) -> None:
+    if send_at is None:
+        return
+    now = time.time() if now is None else now
+    if send_at <= now:
+        raise Unprocessable("send_at must be in the future", field="send_at")
+    if send_at > now + MAX_SCHEDULE_SECONDS:
+        raise Unprocessable("send_at must be within a year", field="send_at")
+
+
+def create(spec: CampaignSpec, settings: Settings, recipients: imports.Parsed | None = None) -> tuple[str, dict | None]:
+    """POST /campaigns: the campaign, its inline recipients (all valid, or nothing is written),
+    then the schedule, in that order, so recovery never sees a scheduled campaign still
+    being filled. Returns the id and the import report (None without recipients)."""
+    check_send_at(spec.send_at)
+    if recipients is not None and recipients.rejected:
+        raise Unprocessable(
+            f"{len(recipients.rejected)} recipient(s) are invalid; nothing was created",
+            field=recipients.first_rejection_field(),
+            details={"rejected": recipients.rejected_report(), "rejected_count": len(recipients.rejected)},
+        )
+    if recipients is None or not recipients.rows:
+        return create_campaign(spec, settings).id, None
+    campaign = create_campaign(replace(spec, send_at=None), settings)
+    report = import_recipients(campaign.id, recipients)
+    if spec.send_at is not None:
+        schedule(campaign.id, spec.send_at)
+    return campaign.id, report
+
+
+def import_recipients(campaign_id: str, parsed: imports.Parsed) -> dict:
+    """Validated rows in; duplicates (within the request and the campaign) and suppressed numbers out.
+
+    Raises Unprocessable (422, with the report) when no row passed validation: nothing is written.
+    """
+    campaign = get_campaign(campaign_id)
+    require_importable(campaign)
+    report = {
+        "accepted": 0,
+        "rejected": parsed.rejected_report(),
+        "rejected_count": len(parsed.rejected),
+        "duplicates": 0,
+        "suppressed": 0,
+    }
+    if not parsed.rows:
+        raise Unprocessable(
+            "no valid recipient in the request; nothing was imported",
+            field=parsed.first_rejection_field() if parsed.rejected else "recipients",
+            code="no_valid_rows",
+            details={**report, "total": _committed_total(campaign)},
+        )
+    unique, repeats = imports.dedupe(parsed.rows)
+    try:
+        with imports.import_lock(campaign_id):
+            campaign = get_campaign(campaign_id)  # the imports committed before we held the lock
+            require_importable(campaign)
+            already = imports.imported(campaign_id, [r.phone for r in unique], set(campaign.imports or ()))
+            fresh = [r for r in unique if r.phone not in already]
+            blocked = imports.suppressed(r.phone for r in fresh)
+            rows = [RecipientRow(phone=r.phone, variables=r.variables) for r in fresh if r.phone not in blocked]
+            added = add_recipients(
+                campaign_id,
+                rows,
+                placed=lambda import_id, positions: imports.write_markers(campaign_id, import_id, positions),
+            )
+    except imports.ImportBusy:
+        raise ImportInProgress("another import of this campaign is running; retry when it is done") from None
+    report.update(accepted=added, duplicates=repeats + len(already), suppressed=len(blocked))
+    logger.info("recipients imported", extra={"campaign_id": campaign_id, **{k: v for k, v in report.items()
+                                                                            if k != "rejected"}})
+    return {**report, "total": _committed_total(get_campaign(campaign_id))}
+
+
+def _committed_total(campaign: Campaign) -> int:
+    keys = [Shard.key(campaign.id, n) for n in range(int(campaign.shard_count))]
+    return sum(int(s.total or 0) for s in Shard.batch_get(keys))
+
+
+def page_token(key: object) -> str | None:
+    """An opaque `next` token for a position of a listing (None at the end)."""
+    if key is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def read_page_token(token: str | None) -> object:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise Unprocessable("next is not a token this API gave out", field="next") from None
+
+
+def _is_key(value: object, names: set[str]) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == names
+        and all(isinstance(v, dict) and len(v) == 1 and isinstance(next(iter(v.values())), str) for v in value.values())
+    )
+
+
+def campaign_summary(campaign: Campaign) -> dict:
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "status": campaign.status,
+        "phone_number_id": campaign.phone_number_id,
+        "template_name": (campaign.template or {}).get("name"),
+        "rate": int(campaign.rate),
+        "recipients_reserved": int(campaign.recipient_count or 0),
+        "paused_reason": campaign.paused_reason,
+        "send_at": campaign.send_at,
+        "created_at": campaign.created_at,
+        "started_at": campaign.started_at,
+        "completed_at": campaign.completed_at,
+    }
+
+
+def _bounded_query(query: Callable[..., Iterable], model: type, limit: int, start: dict | None,
+                   max_pages: int) -> tuple[list, dict | None, int]:
+    """Up to `limit` items from `query(page_size=..., last_evaluated_key=...)`, one DynamoDB page at a time,
+    the exact key to go on from (None at the end), and how many pages that took.
+
+    Each page asks for at most the items still missing, so the key is always the end of a page; and at
+    most MAX_LISTING_PAGES pages are read, so a sparse filter over a big partition answers a short page
+    (with a key to go on) instead of reading the whole partition inside one API call.
+    """
+    items: list = []
+    key = start
+    read = 0
+    while read < max_pages:
+        pages = query(page_size=limit - len(items), last_evaluated_key=key).page_iter
+        page = next(pages)
+        read += 1
+        items += [model.from_raw_data(raw) for raw in page.get("Items", [])]
+        key = pages.last_evaluated_key
+        if key is None or len(items) >= limit:
+            break
+    return items, key, read
+
+
+def list_campaigns(status: str | None, limit: int, token: str | None) -> tuple[list[dict], str | None]:
+    """Newest first from the ListIndex; with `status`, a page may hold fewer than `limit` (keep paging)."""
+    start = read_page_token(token)
+    if start is not None and not (_is_key(start, {"PK", "SK", "list_pk", "created_at"})
+                                  and start["list_pk"].get("S") == LIST_CAMPAIGNS):
+        raise Unprocessable("next is not a token this API gave out", field="next")
+    found, key, _ = _bounded_query(
+        lambda **page: Campaign.listing.query(
+            LIST_CAMPAIGNS,
+            scan_index_forward=False,
+            filter_condition=(Campaign.status == status) if status else None,
+            **page,
+        ),
+        Campaign,
+        limit,
+        start,
+        max_pages=MAX_LISTING_PAGES,
+    )
+    return [campaign_summary(c) for c in found], page_token(key)
+
+
+def recipient_view(rec: Recipient) -> dict:
+    code = int(rec.error_code) if rec.error_code is not None else None
+    return {
+        "key": rec.callback_key,
+        "shard": rec.shard,
+        "seq": rec.seq,
+        "phone": rec.phone,
+        "variables": list(rec.variables or []),
+        "status": rec.status,
+        "attempts": int(rec.attempts or 0),
+        "wamid": rec.wamid,
+        "error_code": code,
+        "error_class": classify(code).value if code is not None else None,
+        "error_message": rec.error_message,
+        "sent_at": rec.sent_at,
+        "delivered_at": rec.delivered_at,
+        "read_at": rec.read_at,
+        "failed_at": rec.failed_at,
+        "in_doubt_at": rec.in_doubt_at,
+    }
+
+
+def list_recipients(
+    campaign_id: str, status: RecipientStatus | str | None, limit: int, token: str | None
+) -> tuple[list[dict], str | None]:
+    """One shard partition after the other, in seq order; `next` names the shard and the key in it.
+
+    A status filter is a DynamoDB filter over the shard (the owner's occasional read, not a
+    hot path); recipients of an import that never committed do not exist and are left out.
+    """
+    campaign = get_campaign(campaign_id)
+    shards = int(campaign.shard_count)
+    committed = set(campaign.imports or ())
+    first_shard, start = 0, None
+    position = read_page_token(token)
+    if position is not None:
+        if not (isinstance(position, list) and len(position) == 2 and isinstance(position[0], int)
+                and 0 <= position[0] < shards
+                and (position[1] is None or (_is_key(position[1], {"PK", "SK"})
+                                             and position[1]["PK"].get("S") == shard_pk(campaign_id, position[0])))):
+            raise Unprocessable("next is not a token of this listing", field="next")
+        first_shard, start = position
+    items: list[dict] = []
+    budget = MAX_LISTING_PAGES
+    for shard in range(first_shard, shards):
+        found, key, read = _bounded_query(
+            lambda shard=shard, **page: Recipient.query(
+                shard_pk(campaign_id, shard),
+                Recipient.SK.startswith("R#"),
+                filter_condition=(Recipient.status == str(status)) if status else None,
+                **page,
+            ),
+            Recipient,
+            limit - len(items),
+            start if shard == first_shard else None,
+            max_pages=budget,
+        )
+        budget -= read
+        items += [recipient_view(r) for r in found if r.import_id in committed]
+        if key is not None:
+            return items, page_token([shard, key])
+        if shard + 1 < shards and (len(items) >= limit or budget <= 0):
+            return items, page_token([shard + 1, None])
+    return items, None

@@ -1,0 +1,446 @@
+"""HTTP API: thin routes over campaigns.service. Routes, errors and curl examples: docs/api.md;
+the OpenAPI schema (openapi.json, GET /openapi.json) is generated from these routes.
+
+Every 4xx answer is `{"error": {"code", "message", "field"}}` (409s add `current_status`), and
+nothing is written when a request is refused.
+"""
+
+import base64
+import binascii
+import json
+import re
+from functools import cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+
+from campaigns import imports, service, templates
+from campaigns.api_models import (
+    CampaignOut,
+    CampaignPage,
+    CreateCampaign,
+    CreatedCampaign,
+    ErrorOut,
+    ImportReport,
+    ImportRequest,
+    RecipientPage,
+    RetryOut,
+)
+from campaigns.config import settings
+from campaigns.observability import logger, metrics, tracer
+from campaigns.states import CampaignStatus, RecipientStatus
+
+app = APIGatewayRestResolver(enable_validation=True)
+
+API_TITLE = "WhatsApp campaigns API"
+API_VERSION = "1.0.0"
+# How long an Idempotency-Key is remembered (the record's `expires_at` is the table's TTL).
+IDEMPOTENCY_SECONDS = 24 * 3600
+_CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CSV_TYPES = ("text/csv", "application/csv", "text/plain")
+
+
+# -- answers ----------------------------------------------------------------------------------------
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                    body=json.dumps(body, default=str), headers=headers)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None, **extra: Any) -> Response:
+    error = {"code": code, "message": message, "field": field}
+    if "current_status" in extra:
+        error["current_status"] = extra.pop("current_status")
+    return _json(status, {"error": error, **extra})
+
+
+def _errors(*statuses: int) -> dict:
+    """OpenAPI entries for the error answers a route can give."""
+    text = {400: "malformed JSON", 404: "unknown campaign", 409: "not allowed in the campaign's current status",
+            413: "body or row count over the limit", 415: "unsupported content type", 422: "invalid input"}
+    return {s: {"description": text[s], "content": {"application/json": {"model": ErrorOut}}} for s in statuses}
+
+
+def _ok(status: int, model: type, description: str) -> dict:
+    return {status: {"description": description, "content": {"application/json": {"model": model}}}}
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+def _field(loc: tuple) -> str | None:
+    """("body", "recipients", 3, "phone") → "recipients[3].phone"; ("query", "limit") → "limit"."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    if not parts:
+        return loc[0] if loc else None
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid(error: RequestValidationError) -> Response:
+    found = error.errors()
+    if any(e.get("type") == "json_invalid" for e in found):
+        return _error(400, "malformed_json", "the body is not valid JSON", "body")
+    details = [{"field": _field(tuple(e.get("loc", ()))), "message": _message(e)} for e in found]
+    first = details[0] if details else {"field": None, "message": "invalid request"}
+    return _error(422, "validation_error", f"{first['field']}: {first['message']}", first["field"],
+                  details=details)
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported(_: Exception) -> Response:
+    media = app.current_event.headers.get("content-type") or ""
+    return _error(415, "unsupported_media_type", f"send application/json, not {media[:80]}", "Content-Type")
+
+
+def _message(error: dict) -> str:
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+@app.exception_handler(service.ServiceError)
+def _service_error(error: service.ServiceError) -> Response:
+    extra: dict = {}
+    if isinstance(error, service.Conflict):
+        extra["current_status"] = error.current_status
+        if error.field is None:
+            error.field = "status"
+    if isinstance(error, service.Unprocessable):
+        extra.update(error.details)
+    return _error(error.status, error.code, error.message, error.field, **extra)
+
+
+@app.exception_handler(imports.ImportRejected)
+def _import_rejected(error: imports.ImportRejected) -> Response:
+    return _error(error.status, error.code, error.message, error.field)
+
+
+@app.exception_handler(IdempotencyValidationError)
+def _key_reused(_: Exception) -> Response:
+    return _error(422, "idempotency_key_reused",
+                  "this Idempotency-Key was used with a different body", "Idempotency-Key")
+
+
+@app.exception_handler(IdempotencyAlreadyInProgressError)
+def _key_in_progress(_: Exception) -> Response:
+    return _error(409, "idempotency_in_progress",
+                  "a request with this Idempotency-Key is still running; retry shortly", "Idempotency-Key")
+
+
+@app.not_found
+def _not_found(_: NotFoundError) -> Response:
+    event = app.current_event
+    return _error(404, "not_found", f"no route {event.http_method} {event.path}", "path")
+
+
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response:
+    logger.exception("unhandled error")
+    return _error(500, "internal_error", "internal error; the request may be retried", None)
+
+
+def _campaign_id(value: str) -> str:
+    """An id this API could have given out; anything else is an unknown campaign (never a store error)."""
+    if not _CAMPAIGN_ID.match(value):
+        raise service.NotFound(f"campaign {value[:64]} not found", field="id")
+    return value
+
+
+# -- idempotent create ---------------------------------------------------------------------------------
+
+
+@cache
+def _idempotency() -> tuple[IdempotencyConfig, Any]:
+    """Powertools Idempotency on the campaigns table itself: PK=IDEMPOTENCY, SK=<key hash>, TTL expires_at."""
+    persistence = DynamoDBPersistenceLayer(
+        table_name=settings().table_name,
+        key_attr="PK",
+        sort_key_attr="SK",
+        static_pk_value="IDEMPOTENCY",
+        expiry_attr="expires_at",
+    )
+    config = IdempotencyConfig(
+        event_key_jmespath="key",
+        payload_validation_jmespath="body",
+        expires_after_seconds=IDEMPOTENCY_SECONDS,
+        response_hook=lambda response, _record: {**response, "replayed": True},
+    )
+
+    @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config,
+                         key_prefix="create_campaign")
+    def create_once(request: dict, spec: service.CampaignSpec, recipients: imports.Parsed | None) -> dict:
+        campaign_id, report = service.create(spec, settings(), recipients)
+        return {"id": campaign_id, "import": report}
+
+    return config, create_once
+
+
+# -- routes ------------------------------------------------------------------------------------------------
+
+
+@app.post(
+    "/campaigns",
+    status_code=201,
+    summary="Create a campaign (draft, or scheduled with send_at), optionally with its recipients",
+    description="With an `Idempotency-Key` header, a retry with the same key and body answers the same "
+    "campaign (header `Idempotent-Replayed: true`); the same key with another body is refused (422).",
+    responses={**_ok(201, CreatedCampaign, "the campaign"), **_errors(400, 409, 413, 415, 422)},
+    tags=["campaigns"],
+)
+def create_campaign(
+    body: Annotated[CreateCampaign, Body()],
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", pattern=r"^[\x21-\x7e]{1,255}$",
+                           description="makes retries of this request safe (remembered 24 h)")
+    ] = None,
+):
+    template = body.template.as_stored()
+    recipients = None
+    if body.recipients:
+        recipients = imports.parse_items([r.model_dump() for r in body.recipients],
+                                         templates.variable_count(template))
+    spec = service.CampaignSpec(
+        name=body.name,
+        phone_number_id=body.phone_number_id,
+        template=template,
+        rate=body.rate,
+        in_doubt_policy=body.in_doubt_policy,
+        send_at=body.send_at.timestamp() if body.send_at else None,
+    )
+    headers = {}
+    if idempotency_key:
+        _, create_once = _idempotency()
+        done = create_once(request={"key": idempotency_key, "body": body.model_dump(mode="json")},
+                           spec=spec, recipients=recipients)
+        if done.get("replayed"):
+            headers["Idempotent-Replayed"] = "true"
+        campaign_id, report = done["id"], done.get("import")
+    else:
+        campaign_id, report = service.create(spec, settings(), recipients)
+    answer = service.campaign_status(campaign_id, settings())
+    if report is not None:
+        answer["import"] = report
+    return _json(201, answer, {"Location": f"/campaigns/{campaign_id}", **headers})
+
+
+@app.post(
+    "/campaigns/<id>/recipients",
+    summary="Import recipients (JSON or CSV) into a draft or scheduled campaign",
+    description="JSON `{\"recipients\": [{\"phone\", \"variables\"}]}` or `text/csv` with a header line "
+    "`phone,var1,var2,...`. Invalid rows are rejected one by one (JSON: 0-based `index`; CSV: 1-based "
+    "`line`, header = line 1); numbers repeated in the request or already in the campaign, and numbers on "
+    "the suppression list, are dropped and counted. No valid row at all: 422 and nothing is written.",
+    responses={**_ok(200, ImportReport, "what was imported"), **_errors(400, 404, 409, 413, 415, 422)},
+    tags=["recipients"],
+)
+def import_recipients(id: str):
+    campaign = service.get_campaign(_campaign_id(id))
+    service.require_importable(campaign)
+    raw = _raw_body()
+    if len(raw) > imports.MAX_BODY_BYTES:
+        return _body_too_large()
+    expected = templates.variable_count(campaign.template)
+    media = (app.current_event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media in CSV_TYPES:
+        parsed = imports.parse_csv(raw, expected)
+    elif media in ("", "application/json"):
+        parsed = imports.parse_items(_recipients_of(raw), expected)
+    else:
+        return _error(415, "unsupported_media_type", f"send application/json or text/csv, not {media}",
+                      "Content-Type")
+    return _json(200, service.import_recipients(id, parsed))
+
+
+def _raw_body() -> bytes:
+    event = app.current_event
+    body = event.body or ""
+    if event.is_base64_encoded:
+        try:
+            return base64.b64decode(body, validate=False)
+        except (binascii.Error, ValueError):
+            raise imports.ImportRejected(400, "malformed_body", "the body is not valid base64") from None
+    return body.encode()
+
+
+def _recipients_of(raw: bytes) -> list:
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise imports.ImportRejected(400, "malformed_json", "the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise imports.ImportRejected(422, "validation_error", 'the body must be {"recipients": [...]}')
+    unknown = sorted(set(document) - {"recipients"})
+    if unknown:
+        raise imports.ImportRejected(422, "validation_error", f"unknown field {unknown[0]!r}", unknown[0])
+    if "recipients" not in document:
+        raise imports.ImportRejected(422, "validation_error", "recipients is required", "recipients")
+    return document["recipients"]
+
+
+def _body_too_large() -> Response:
+    return _error(413, "payload_too_large",
+                  f"the body is larger than {imports.MAX_BODY_BYTES} bytes: send it as several imports", "body")
+
+
+def _action_route(action: str, summary: str):
+    return app.post(
+        f"/campaigns/<id>/{action}",
+        summary=summary,
+        responses={**_ok(200, RetryOut if action == "retry-failed" else CampaignOut, "the campaign"),
+                   **_errors(404, 409, 422)},
+        tags=["campaigns"],
+    )
+
+
+@_action_route("send", "Start sending (draft or scheduled → sending); sender batches start at once")
+def send(id: str):
+    service.send(_campaign_id(id), settings())
+    return _json(200, service.campaign_status(id, settings()))
+
+
+@_action_route("pause", "Pause a sending campaign (batches stop at their next heartbeat)")
+def pause(id: str):
+    service.pause(_campaign_id(id))
+    return _json(200, service.campaign_status(id, settings()))
+
+
+@_action_route("resume", "Resume a paused campaign; its open shards start again at once")
+def resume(id: str):
+    service.resume(_campaign_id(id), settings())
+    return _json(200, service.campaign_status(id, settings()))
+
+
+@_action_route("cancel", "Cancel a campaign for good (recipients not sent yet stay pending)")
+def cancel(id: str):
+    service.cancel(_campaign_id(id))
+    return _json(200, service.campaign_status(id, settings()))
+
+
+@_action_route("retry-failed", "Send again to recipients that failed with a retryable error")
+def retry_failed(id: str):
+    reopened = service.retry_failed(_campaign_id(id), settings())
+    return _json(200, {**service.campaign_status(id, settings()), "reopened_shards": reopened})
+
+
+@app.get(
+    "/campaigns/<id>",
+    summary="A campaign's status, counts, progress, rate and ETA",
+    responses={**_ok(200, CampaignOut, "the campaign"), **_errors(404, 422)},
+    tags=["campaigns"],
+)
+def get_campaign(id: str):
+    return _json(200, service.campaign_status(_campaign_id(id), settings()))
+
+
+@app.get(
+    "/campaigns",
+    summary="Campaigns, newest first",
+    description="Pages of at most `limit`; pass the answer's `next` for the following page. With `status`, "
+    "a page may hold fewer than `limit` campaigns while `next` is not null.",
+    responses={**_ok(200, CampaignPage, "a page of campaigns"), **_errors(422)},
+    tags=["campaigns"],
+)
+def list_campaigns(
+    status: Annotated[CampaignStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    next: Annotated[str | None, Query(max_length=4096)] = None,
+):
+    items, token = service.list_campaigns(status.value if status else None, limit, next)
+    return _json(200, {"items": items, "next": token})
+
+
+@app.get(
+    "/campaigns/<id>/recipients",
+    summary="A campaign's recipients (optionally by status), with their Graph error codes",
+    description="Shard by shard in send order; pass `next` for the following page.",
+    responses={**_ok(200, RecipientPage, "a page of recipients"), **_errors(404, 422)},
+    tags=["recipients"],
+)
+def list_recipients(
+    id: str,
+    status: Annotated[RecipientStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    next: Annotated[str | None, Query(max_length=4096)] = None,
+):
+    items, token = service.list_recipients(_campaign_id(id), status, limit, next)
+    return _json(200, {"items": items, "next": token})
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def get_openapi():
+    return _json(200, openapi_schema())
+
+
+def openapi_schema() -> dict:
+    """The schema of these routes; the import route's two body types are added by hand (the route
+    parses its body itself, as JSON or CSV, so the resolver cannot see it)."""
+    schema = json.loads(app.get_openapi_json_schema(
+        title=API_TITLE,
+        version=API_VERSION,
+        description="Crash-proof WhatsApp template campaigns. Errors: `{\"error\": {\"code\", \"message\", "
+        "\"field\"}}`. See docs/api.md.",
+    ))
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    request = ImportRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(request.pop("$defs", {}))
+    components["ImportRequest"] = request
+    operation = schema["paths"]["/campaigns/{id}/recipients"]["post"]
+    operation["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ImportRequest"}},
+            "text/csv": {"schema": {"type": "string",
+                                    "example": "phone,var1,var2\r\n+919876543210,Asha,20%\r\n"}},
+        },
+    }
+    # Powertools adds its own validation-error schemas; every 4xx here answers ErrorOut instead.
+    theirs = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+    used = json.dumps([schema["paths"], {k: v for k, v in components.items() if k not in theirs}])
+    for name in theirs:
+        if f'"#/components/schemas/{name}"' not in used:
+            components.pop(name, None)
+    return schema
+
+
+# -- the handler -----------------------------------------------------------------------------------------
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)  # answers hold phone numbers: keep them out of traces
+@metrics.log_metrics
+def lambda_handler(event, context):
+    if _body_bytes(event) > imports.MAX_BODY_BYTES:
+        # Refused before anything parses it (the one check that cannot wait for routing).
+        error = {"code": "payload_too_large", "field": "body",
+                 "message": f"the body is larger than {imports.MAX_BODY_BYTES} bytes: send it as several imports"}
+        return {"statusCode": 413, "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": json.dumps({"error": error}), "isBase64Encoded": False}
+    _idempotency()[0].register_lambda_context(context)
+    return app.resolve(event, context)
+
+
+def _body_bytes(event: dict) -> int:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return len(body) * 3 // 4
+    return len(body.encode())

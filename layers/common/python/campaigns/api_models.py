@@ -1,0 +1,210 @@
+"""The HTTP API's request and answer shapes (pydantic): validation and the OpenAPI schema both
+come from these. Semantic checks that need the store (a recipient's variable count against the
+campaign's template, duplicates, suppression) live in `imports` and `service`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from . import templates
+from .states import CampaignStatus, RecipientStatus
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Component(BaseModel):
+    """A template component as Graph takes it; `{{n}}` in any string is the recipient's n-th variable."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "example": {"type": "body", "parameters": [{"type": "text", "text": "{{1}}"},
+                                                    {"type": "text", "text": "{{2}}"}]}})
+
+    type: Annotated[str, Field(min_length=1, max_length=32, description="header, body, button, ...")]
+
+
+class Template(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,512}$", description="the approved template's name")]
+    language: Annotated[
+        str,
+        Field(pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$", description='language code, e.g. "en_US" '
+              '(Graph\'s {"code": "en_US"} is accepted too)'),
+    ]
+    components: list[Component] = Field(default_factory=list)
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language_code(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"code"}:
+            return value["code"]
+        return value
+
+    @field_validator("components")
+    @classmethod
+    def _placeholders(cls, components: list[Component]) -> list[Component]:
+        try:
+            templates.variable_count({"components": [c.model_dump() for c in components]})
+        except templates.TemplateError as error:
+            raise ValueError(str(error)) from None
+        return components
+
+    def as_stored(self) -> dict:
+        return {"name": self.name, "language": self.language,
+                "components": [c.model_dump(exclude_none=True) for c in self.components]}
+
+
+class RecipientIn(_Strict):
+    phone: Annotated[str, Field(max_length=64, description="E.164, e.g. +919876543210 (spaces, dashes, "
+                                                          "parentheses and a leading 00 are fine)")]
+    variables: list[str] = Field(default_factory=list, description="one value per {{n}}, in order")
+
+
+class CreateCampaign(_Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "name": "Diwali offer", "phone_number_id": "1234567890",
+        "template": {"name": "diwali_offer", "language": "en_US", "components": [
+            {"type": "body", "parameters": [{"type": "text", "text": "{{1}}"}, {"type": "text", "text": "{{2}}"}]}]},
+        "rate": 80, "in_doubt_policy": "skip",
+        "recipients": [{"phone": "+919876543210", "variables": ["Asha", "20%"]}]}})
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    phone_number_id: Annotated[str, Field(pattern=r"^[0-9]{1,32}$", description="the sending WhatsApp number's id")]
+    template: Template
+    rate: Annotated[int, Field(ge=1, le=1000, description="messages per second for this campaign")] = 80
+    in_doubt_policy: Literal["skip", "resend"] = Field(
+        "skip", description="a send that may or may not have happened and is not proven within the grace "
+        "period: skip (at most once, default) or resend (at least once)")
+    send_at: datetime | None = Field(
+        None, description="start time: ISO 8601 with a time zone, or epoch seconds; must be in the future "
+        "(the campaign is then `scheduled`)")
+    recipients: list[RecipientIn] | None = Field(
+        None, description="inline recipients, as POST /campaigns/{id}/recipients takes them; all must be "
+        "valid or nothing is created")
+
+    @field_validator("send_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("send_at needs a time zone, e.g. 2030-01-31T09:30:00Z or +05:30")
+        return value
+
+
+class ImportRequest(_Strict):
+    recipients: list[RecipientIn]
+
+
+class Counts(BaseModel):
+    pending: int
+    sending: int
+    sent: int
+    delivered: int
+    read: int
+    failed: int
+    in_doubt: int
+    skipped: int
+
+
+class CampaignOut(BaseModel):
+    id: str
+    name: str
+    status: CampaignStatus
+    phone_number_id: str
+    template: dict
+    rate: int
+    in_doubt_policy: str
+    shards: int
+    total: int
+    counts: Counts
+    progress: float = Field(description="finished share of the recipients, 0..1")
+    current_rate: float = Field(description="messages per second the live senders report")
+    eta_seconds: int | None
+    paused_reason: str | None
+    last_error: str | None
+    stuck_shards: list[int] = Field(description="shards whose sender lease expired (recovery takes them over)")
+    send_at: float | None
+    created_at: str
+    started_at: float | None
+    completed_at: float | None
+
+
+class Rejected(BaseModel):
+    index: int | None = Field(None, description="JSON: 0-based position in `recipients`")
+    line: int | None = Field(None, description="CSV: 1-based line number (the header is line 1)")
+    phone: str
+    reason: str
+
+
+class ImportReport(BaseModel):
+    accepted: int
+    rejected: list[Rejected] = Field(description="rejected rows (the first 1000)")
+    rejected_count: int
+    duplicates: int = Field(description="numbers repeated in the request or already in the campaign")
+    suppressed: int = Field(description="numbers on the suppression list (opted out)")
+    total: int = Field(description="recipients of the campaign after this import")
+
+
+class CreatedCampaign(CampaignOut):
+    import_: ImportReport | None = Field(None, alias="import", description="the inline recipients' report")
+
+
+class RetryOut(CampaignOut):
+    reopened_shards: int
+
+
+class CampaignSummary(BaseModel):
+    id: str
+    name: str
+    status: CampaignStatus
+    phone_number_id: str
+    template_name: str | None
+    rate: int
+    recipients_reserved: int
+    paused_reason: str | None
+    send_at: float | None
+    created_at: str
+    started_at: float | None
+    completed_at: float | None
+
+
+class CampaignPage(BaseModel):
+    items: list[CampaignSummary]
+    next: str | None = Field(description="pass as ?next= for the following page; null at the end")
+
+
+class RecipientOut(BaseModel):
+    key: str = Field(description="campaign:shard:seq, the biz_opaque_callback_data of its send")
+    shard: int
+    seq: int
+    phone: str
+    variables: list[str]
+    status: RecipientStatus
+    attempts: int
+    wamid: str | None
+    error_code: int | None
+    error_class: str | None
+    error_message: str | None
+    sent_at: float | None
+    delivered_at: float | None
+    read_at: float | None
+    failed_at: float | None
+    in_doubt_at: float | None
+
+
+class RecipientPage(BaseModel):
+    items: list[RecipientOut]
+    next: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None
+    current_status: str | None = Field(None, description="409: the campaign's status that refused the action")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,246 @@
+"""Status webhooks: what Meta tells us happened to a message after we sent it.
+
+Every status is applied with conditional writes on the one recipient item, so a replay (Meta
+retries for days), a duplicate, or statuses out of order (read before delivered) all end in the
+same state, and concurrent webhooks never lose each other's updates (no read-modify-write):
+
+  sent / delivered / read
+    in_doubt  → sent (proof that the send happened); shard counters in_doubt -1, sent +1 and
+                webhook_moves +1 (the sender's recount sees a webhook raced it and retries);
+    sending   → status unchanged (the sender's checkpoint or a takeover settles it; a takeover
+                that finds the wamid we record marks it sent, see ledger.settle_orphan);
+    any       → wamid, delivered_at, read_at recorded only where absent. `read` implies
+                delivered. Shard.delivered / Shard.read are ADDed only by the write that found
+                the timestamp absent (UpdateItem ReturnValues=ALL_OLD), so a replay counts once.
+  failed
+    sent / in_doubt → failed (counters: old status -1, failed +1, webhook_moves +1), even after
+                delivered (one message can be delivered to one device and fail on another);
+    any       → error_code, error_message, failed_at recorded; 131050 (the person stopped
+                marketing messages) puts the number on the suppression list.
+
+A status without our callback data, or naming no recipient we have, is ignored and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import Counter
+from enum import StrEnum
+
+from pynamodb.constants import ALL_OLD
+from pynamodb.exceptions import UpdateError
+
+from .graph_errors import ErrorClass, classify
+from .lease import conditional_failed
+from .ledger import LAST_SEQ
+from .models import Recipient, Shard, Suppression, parse_callback_key, recipient_sk, shard_pk
+from .observability import Metric, count, logger, mask_phone
+from .states import RecipientStatus as R
+
+
+class Outcome(StrEnum):
+    RESOLVED = "resolved"  # an in-doubt recipient proven sent
+    FAILED = "failed"  # a sent / in-doubt recipient moved to failed
+    RECORDED = "recorded"  # timestamps, wamid or error recorded; status unchanged
+    UNCHANGED = "unchanged"  # already known (a replay)
+    UNKNOWN = "unknown"  # no callback data, or no such recipient
+    IGNORED = "ignored"  # not a status we handle, or malformed
+
+
+# -- signature -----------------------------------------------------------------------------------
+
+
+class SignatureError(Exception):
+    def __init__(self, missing: bool):
+        super().__init__("signature missing" if missing else "signature does not match")
+        self.missing = missing
+
+
+def verify_signature(raw_body: bytes, header: str | None, app_secret: str) -> None:
+    """X-Hub-Signature-256 = "sha256=" + hex HMAC-SHA256(raw body, app secret), compared in constant time."""
+    if not header:
+        raise SignatureError(missing=True)
+    expected = "sha256=" + hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), header.strip().encode()):
+        raise SignatureError(missing=False)
+
+
+# -- applying statuses -----------------------------------------------------------------------------
+
+
+def statuses_of(payload: object) -> list:
+    """entry[].changes[].value.statuses[] of a webhook body (anything else in it is not ours)."""
+    found: list = []
+    if not isinstance(payload, dict):
+        return found
+    for entry in payload.get("entry") or []:
+        for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            if isinstance(value, dict) and isinstance(value.get("statuses"), list):
+                found += value["statuses"]
+    return found
+
+
+def apply_all(payload: object) -> Counter:
+    outcomes: Counter = Counter()
+    for status in statuses_of(payload):
+        outcomes[apply(status).value] += 1
+    return outcomes
+
+
+def apply(status: object) -> Outcome:
+    if not isinstance(status, dict):
+        return Outcome.IGNORED
+    kind = status.get("status")
+    if kind not in ("sent", "delivered", "read", "failed"):
+        return Outcome.IGNORED
+    target = _recipient_of(status.get("biz_opaque_callback_data"))
+    if target is None:
+        logger.info("status without a recipient of ours",
+                    extra={"status": kind, "recipient": mask_phone(str(status.get("recipient_id", "")))})
+        return Outcome.UNKNOWN
+    wamid = status.get("id") if isinstance(status.get("id"), str) and 0 < len(status["id"]) <= 256 else None
+    at = _timestamp(status.get("timestamp"))
+    if kind == "failed":
+        return _failed(target, status, wamid, at)
+    return _proof(target, kind, wamid, at)
+
+
+def _recipient_of(callback: object) -> tuple[str, int, int] | None:
+    parsed = parse_callback_key(callback) if isinstance(callback, str) and len(callback) <= 512 else None
+    if parsed is None:
+        return None
+    campaign_id, shard, seq = parsed
+    if not campaign_id or "#" in campaign_id or not 0 <= shard < 10_000 or not 0 <= seq <= LAST_SEQ:
+        return None
+    return parsed
+
+
+def _timestamp(value: object) -> float:
+    try:
+        at = float(value)  # epoch seconds, as a string
+    except (TypeError, ValueError):
+        return time.time()
+    return at if 0 < at < 1e11 else time.time()
+
+
+def _update(target: tuple[str, int, int], actions: list, condition) -> dict | None:
+    """One UpdateItem; the item's attributes before it (DynamoDB JSON), or None if the condition failed."""
+    campaign_id, shard, seq = target
+    try:
+        answer = Recipient._get_connection().update_item(
+            shard_pk(campaign_id, shard), range_key=recipient_sk(seq), actions=actions, condition=condition,
+            return_values=ALL_OLD,
+        )
+    except UpdateError as error:
+        if conditional_failed(error):
+            return None
+        raise
+    return answer.get("Attributes") or {}
+
+
+def _s(old: dict, name: str) -> str | None:
+    value = old.get(name)
+    return value.get("S") if isinstance(value, dict) else None
+
+
+def _proof(target: tuple[str, int, int], kind: str, wamid: str | None, at: float) -> Outcome:
+    """sent / delivered / read: the message reached Meta (and maybe the phone).
+
+    First record what is new (one write, whatever the status: the common case of a `sent`
+    recipient costs nothing more); then, if that write found the recipient in doubt, resolve it.
+    """
+    stamps = []
+    if wamid:
+        stamps.append(Recipient.wamid.set(Recipient.wamid | wamid))
+    if kind in ("delivered", "read"):
+        stamps.append(Recipient.delivered_at.set(Recipient.delivered_at | at))
+    if kind == "read":
+        stamps.append(Recipient.read_at.set(Recipient.read_at | at))
+    if not stamps:  # a `sent` without a wamid: record when, where absent (the write also reads the status)
+        stamps.append(Recipient.sent_at.set(Recipient.sent_at | at))
+    old = _update(target, stamps, Recipient.PK.exists())
+    if old is None:
+        return Outcome.UNKNOWN
+    deltas = _newly(old, kind)
+    changed = bool(deltas) or bool(wamid and "wamid" not in old)
+    resolved = False
+    if _s(old, "status") == R.IN_DOUBT.value:
+        resolved = _update(
+            target,
+            [Recipient.status.set(R.SENT.value), Recipient.sent_at.set(Recipient.sent_at | at)],
+            Recipient.status == R.IN_DOUBT.value,
+        ) is not None
+        if resolved:
+            deltas.update({"in_doubt": -1, "sent": 1, "webhook_moves": 1})
+    if deltas:
+        _count(target, deltas)
+    if resolved:
+        count(Metric.IN_DOUBT_RESOLVED)
+        logger.info("in-doubt send proven by a webhook", extra=_where(target, kind))
+        return Outcome.RESOLVED
+    return Outcome.RECORDED if changed else Outcome.UNCHANGED
+
+
+def _newly(old: dict, kind: str) -> dict:
+    """The delivery counters this write earned: only a timestamp it found absent counts."""
+    deltas = {}
+    if kind in ("delivered", "read") and "delivered_at" not in old:
+        deltas["delivered"] = 1
+    if kind == "read" and "read_at" not in old:
+        deltas["read"] = 1
+    return deltas
+
+
+def _failed(target: tuple[str, int, int], status: dict, wamid: str | None, at: float) -> Outcome:
+    errors = status.get("errors") if isinstance(status.get("errors"), list) else []
+    error = errors[0] if errors and isinstance(errors[0], dict) else {}
+    try:
+        code = int(error.get("code"))
+    except (TypeError, ValueError):
+        code = 0
+    details = error.get("error_data", {}).get("details") if isinstance(error.get("error_data"), dict) else None
+    message = str(details or error.get("message") or error.get("title") or "failed (status webhook)")[:500]
+    recorded = [
+        Recipient.error_code.set(code),
+        Recipient.error_message.set(message),
+        Recipient.failed_at.set(Recipient.failed_at | at),
+    ]
+    if wamid:
+        recorded.append(Recipient.wamid.set(Recipient.wamid | wamid))
+    outcome = Outcome.RECORDED
+    for _ in range(3):
+        old = _update(target, [Recipient.status.set(R.FAILED.value), *recorded],
+                      Recipient.status.is_in(R.SENT.value, R.IN_DOUBT.value))
+        if old is not None:
+            _count(target, {_s(old, "status"): -1, "failed": 1, "webhook_moves": 1})
+            outcome = Outcome.FAILED
+            break
+        old = _update(target, recorded, Recipient.PK.exists())
+        if old is None:
+            return Outcome.UNKNOWN
+        if _s(old, "status") not in (R.SENT.value, R.IN_DOUBT.value):
+            outcome = Outcome.RECORDED if "failed_at" not in old else Outcome.UNCHANGED
+            break
+    if classify(code) == ErrorClass.SUPPRESS:
+        phone = _s(old, "phone") or ""
+        if phone:
+            Suppression(*Suppression.key(phone), phone=phone, reason=f"webhook {code}", created_at=at).save()
+            logger.info("number suppressed", extra={**_where(target, "failed"), "phone": mask_phone(phone)})
+    return outcome
+
+
+def _count(target: tuple[str, int, int], deltas: dict) -> None:
+    campaign_id, shard, _ = target
+    actions = [getattr(Shard, name).add(value) for name, value in deltas.items() if value]
+    try:
+        Shard(*Shard.key(campaign_id, shard)).update(actions=actions, condition=Shard.campaign_id.exists())
+    except UpdateError as error:  # a recipient without its shard item: nothing to count on
+        if not conditional_failed(error):
+            raise
+
+
+def _where(target: tuple[str, int, int], kind: str) -> dict:
+    return {"campaign_id": target[0], "shard": target[1], "seq": target[2], "status": kind}
