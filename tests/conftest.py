@@ -36,16 +36,15 @@ def moto_server():
 
 
 @pytest.fixture
-def make_stack(moto_server, tmp_path, monkeypatch):
+def make_stack(moto_server, tmp_path):
     """Start a local stack with the given StackConfig overrides; stopped after the test."""
     from local.stack import LocalStack, StackConfig
 
     started: list[LocalStack] = []
+    saved_env = dict(os.environ)  # the stack sets variables for this process too: undone after the test
 
     def make(with_scheduler: bool = True, **overrides) -> LocalStack:
         moto_server.reset()
-        for name in list(os.environ):
-            monkeypatch.setenv(name, os.environ[name])  # whatever the stack sets is undone after the test
         config = StackConfig(table_name=TABLE_NAME, lambda_port=LAMBDA_PORT, **overrides)
         stack = LocalStack(config, moto=moto_server, with_scheduler=with_scheduler,
                            log_path=str(tmp_path / "functions.log"))
@@ -55,6 +54,8 @@ def make_stack(moto_server, tmp_path, monkeypatch):
     yield make
     for stack in started:
         stack.stop()
+    os.environ.clear()
+    os.environ.update(saved_env)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):

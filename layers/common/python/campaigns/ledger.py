@@ -49,10 +49,15 @@ def claim(rec: Recipient, owner: str, now: float) -> bool:
 
 
 def mark_sent(rec: Recipient, owner: str, wamid: str, now: float) -> bool:
+    """Checkpoint an accepted send; False if the claim is gone or a `failed` status came first.
+
+    Meta can report a delivery failure before our checkpoint lands (the webhook records it and
+    leaves the status alone): the caller then checkpoints `failed` with the recorded code.
+    """
     return _update(
         rec,
         [Recipient.status.set(R.SENT.value), Recipient.wamid.set(wamid), Recipient.sent_at.set(now)],
-        _claimed_by(owner),
+        _claimed_by(owner) & Recipient.failed_at.does_not_exist(),
     )
 
 
@@ -90,14 +95,25 @@ def unclaim(rec: Recipient, owner: str, not_before: float | None, count_attempt:
 def settle_orphan(rec: Recipient, now: float) -> R | None:
     """A claim whose batch is gone: sent if a webhook already proved it (wamid), else in doubt.
 
-    Conditioned on the very claim we read, so a holder that checkpoints first wins.
+    Conditioned on the very claim we read, so a holder that checkpoints first wins; and the
+    in-doubt write on there being no wamid yet, so a webhook that lands meanwhile is not lost.
     """
-    proven = rec.wamid is not None
-    target = R.SENT if proven else R.IN_DOUBT
-    actions = [Recipient.status.set(target.value)]
-    actions.append(Recipient.sent_at.set(now) if proven else Recipient.in_doubt_at.set(now))
-    ok = _update(rec, actions, _claimed_by(rec.claimed_by or ""))
-    return target if ok else None
+    owner = rec.claimed_by or ""
+    for _ in range(2):
+        if rec.wamid is not None:
+            ok = _update(rec, [Recipient.status.set(R.SENT.value), Recipient.sent_at.set(now)], _claimed_by(owner))
+            return R.SENT if ok else None
+        ok = _update(
+            rec,
+            [Recipient.status.set(R.IN_DOUBT.value), Recipient.in_doubt_at.set(now)],
+            _claimed_by(owner) & Recipient.wamid.does_not_exist(),
+        )
+        if ok:
+            return R.IN_DOUBT
+        rec.refresh(consistent_read=True)  # a webhook recorded the wamid, or someone settled it
+        if rec.status != R.SENDING.value or rec.claimed_by != owner:
+            return None
+    return None
 
 
 def requeue_in_doubt(rec: Recipient, grace_ended_before: float) -> bool:

@@ -258,8 +258,9 @@ class ShardBatch:
     def _checkpoint(self, rec: Recipient, owner: str, response: SendResult) -> Result:
         now = time.time()
         if response.outcome == Outcome.ACCEPTED:
-            ok = ledger.mark_sent(rec, owner, response.wamid, now)
-            return Result(rec, "sent" if ok else "lost", latency_ms=response.latency_ms)
+            if ledger.mark_sent(rec, owner, response.wamid, now):
+                return Result(rec, "sent", latency_ms=response.latency_ms)
+            return self._failed_before_checkpoint(rec, owner, now)
         if response.outcome == Outcome.UNKNOWN:
             # The request may have reached Meta: resending could deliver twice.
             ok = ledger.mark_in_doubt(rec, owner, now)
@@ -293,6 +294,15 @@ class ShardBatch:
         if ok and error_class == ErrorClass.SUPPRESS:
             Suppression(*Suppression.key(rec.phone), phone=rec.phone, reason=f"graph {code}", created_at=now).save()
         return Result(rec, "failed" if ok else "lost", error_class=error_class, reason=f"{code}")
+
+    def _failed_before_checkpoint(self, rec: Recipient, owner: str, now: float) -> Result:
+        """mark_sent refused: a `failed` webhook beat our checkpoint (else the claim was taken)."""
+        rec.refresh(consistent_read=True)
+        if rec.failed_at is None or rec.claimed_by != owner:
+            return Result(rec, "lost", reason="claim settled by another batch")
+        code = int(rec.error_code or 0)
+        ok = ledger.mark_failed(rec, owner, code, rec.error_message or "failed status webhook", now)
+        return Result(rec, "failed" if ok else "lost", error_class=classify(code))
 
     def _whatsapp(self) -> WhatsAppClient:
         if self._client is None:
