@@ -154,6 +154,6 @@ def retry_failed(rec: Recipient) -> bool:
     return _update(
         rec,
         [Recipient.status.set(R.PENDING.value), Recipient.attempts.set(0), Recipient.error_code.remove(),
-         Recipient.not_before.remove()],
+         Recipient.error_message.remove(), Recipient.failed_at.remove(), Recipient.not_before.remove()],
         (Recipient.status == R.FAILED.value) & (Recipient.error_code == rec.error_code),
     )
