@@ -43,7 +43,7 @@ from campaigns.api_models import (
     RetryOut,
 )
 from campaigns.config import settings
-from campaigns.observability import logger, metrics, tracer
+from campaigns.observability import logger, tracer
 from campaigns.states import CampaignStatus, RecipientStatus
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -427,7 +427,8 @@ def openapi_schema() -> dict:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler(capture_response=False)  # answers hold phone numbers: keep them out of traces
-@metrics.log_metrics
+# No @metrics.log_metrics: the API emits no metrics of its own (API Gateway's cover requests,
+# latency and errors), and an empty flush warns on every request.
 def lambda_handler(event, context):
     if _body_bytes(event) > imports.MAX_BODY_BYTES:
         # Refused before anything parses it (the one check that cannot wait for routing).
