@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+
+from campaigns.config import from_environment
 
 from .fakegraph import FakeGraph
 from .runtime import LambdaRuntime, functions_from_template
@@ -61,13 +63,7 @@ class StackConfig:
 
     @classmethod
     def from_env(cls, **overrides) -> StackConfig:
-        values = {}
-        for f in fields(cls):
-            raw = os.environ.get(f.name.upper())
-            if raw:
-                values[f.name] = type(f.default)(raw)
-        values.update(overrides)
-        return cls(**values)
+        return cls(**{**from_environment(cls), **overrides})
 
 
 @dataclass

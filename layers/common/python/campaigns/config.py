@@ -50,13 +50,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        values = {}
-        for f in fields(cls):
-            raw = os.environ.get(f.name.upper())
-            if raw is not None:
-                values[f.name] = type(f.default)(raw)
-        values.update(overrides)
-        return cls(**values)
+        return cls(**{**from_environment(cls), **overrides})
 
     @property
     def stop_margin_seconds(self) -> float:
@@ -72,6 +66,16 @@ class Settings:
         takes over, no send of the old holder can still be on the wire.
         """
         return self.connect_timeout_seconds + self.read_timeout_seconds + self.clock_skew_seconds
+
+
+def from_environment(dataclass_type) -> dict:
+    """The fields of a settings dataclass that the environment sets (NAME for field `name`)."""
+    values = {}
+    for f in fields(dataclass_type):
+        raw = os.environ.get(f.name.upper())
+        if raw:
+            values[f.name] = type(f.default)(raw)
+    return values
 
 
 def settings() -> Settings:
