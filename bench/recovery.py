@@ -16,9 +16,13 @@ import os
 import random
 import signal
 import statistics
+import tempfile
 import time
 
 from local.stack import LocalStack, StackConfig
+
+# What the functions print (their logs and EMF metric lines) goes here, not into the table.
+LOG = os.path.join(tempfile.gettempdir(), "bench-functions.log")
 
 
 def live_senders(stack: LocalStack) -> list[dict]:
@@ -67,7 +71,7 @@ def main() -> None:
     config = StackConfig(table_name="bench", fake_latency_ms=50, lease_seconds=args.lease,
                          recovery_interval_seconds=args.tick, batch_seconds=300)
     times: dict[str, list[float]] = {"reported": [], "silent": []}
-    with LocalStack(config) as stack:
+    with LocalStack(config, log_path=LOG) as stack:
         from campaigns import service
         from campaigns.config import settings
 

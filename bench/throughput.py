@@ -14,10 +14,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import tempfile
 import threading
 import time
 
 from local.stack import LocalStack, StackConfig
+
+# What the functions print (their logs and EMF metric lines) goes here, not into the table.
+LOG = os.path.join(tempfile.gettempdir(), "bench-functions.log")
 
 
 def dynamodb_capacity(seconds: float = 5.0, threads: int = 16) -> float:
@@ -107,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     config = StackConfig(table_name="bench", fake_latency_ms=50, fake_latency_jitter=0.2,
                          lease_seconds=20, heartbeat_seconds=1.0, max_in_flight=16, batch_seconds=120)
-    with LocalStack(config, with_scheduler=True) as stack:
+    with LocalStack(config, with_scheduler=True, log_path=LOG) as stack:
         capacity = dynamodb_capacity()
         wpm = writes_per_message()
         rows = []

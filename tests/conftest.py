@@ -4,8 +4,6 @@ Graph API, Lambda runtime, recovery schedule) per test that asks for one."""
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -14,8 +12,10 @@ from local.storage import MotoServer, aws_env, free_port
 # pynamodb reads the table name when the models are imported, and boto3 clients keep the
 # endpoint they were made with: both are fixed here, before any test imports the domain.
 TABLE_NAME = "campaigns"
-MOTO_PORT = free_port()
-LAMBDA_PORT = free_port()
+# Chosen once per test session, even if this module is imported twice (as `conftest` by pytest
+# and as `tests.conftest`): the second import must not point the environment at other ports.
+MOTO_PORT = int(os.environ.setdefault("TEST_MOTO_PORT", str(free_port())))
+LAMBDA_PORT = int(os.environ.setdefault("TEST_LAMBDA_PORT", str(free_port())))
 os.environ.update(aws_env(f"http://127.0.0.1:{MOTO_PORT}", TABLE_NAME))
 os.environ.update(
     {
@@ -56,18 +56,6 @@ def make_stack(moto_server, tmp_path):
         stack.stop()
     os.environ.clear()
     os.environ.update(saved_env)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
-    """Poll for a state with a deadline (never a bare sleep standing in for synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture

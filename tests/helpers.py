@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from campaigns import service
 from campaigns.config import settings
@@ -72,3 +74,15 @@ def audit(campaign, fake) -> dict:
         ],
         "in_doubt": statuses.get("in_doubt", 0),
     }
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll for a state with a deadline (never a bare sleep standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

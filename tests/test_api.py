@@ -22,7 +22,7 @@ from campaigns.models import Campaign, Recipient, Shard, Suppression, recipient_
 from campaigns.observability import logger
 from functions.api.app import lambda_handler, openapi_schema
 from local.lambda_process import LambdaContext
-from tests.conftest import TABLE_NAME, wait_until
+from tests.helpers import wait_until
 
 TEMPLATE = {
     "name": "diwali_offer",
@@ -121,7 +121,7 @@ def rows(*numbers: int) -> list[dict]:
 
 def table_items() -> list[dict]:
     client = boto3.client("dynamodb")
-    return client.scan(TableName=TABLE_NAME)["Items"]
+    return client.scan(TableName=settings().table_name)["Items"]
 
 
 def stored(campaign_id: str) -> list[Recipient]:
@@ -778,4 +778,3 @@ def test_created_campaign_item_is_what_the_service_reads(stack):
     item = Campaign.get(*Campaign.key(campaign["id"]))
     assert item.template["language"] == "pt_BR"
     assert item.template["components"] == TEMPLATE["components"]
-    assert settings().table_name == TABLE_NAME

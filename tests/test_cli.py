@@ -12,7 +12,7 @@ from botocore.credentials import Credentials
 
 from campaignctl.cli import main, progress_bar, read_csv, template_for
 from campaignctl.client import Client, SigV4Auth, is_loopback, region_for
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 @pytest.fixture

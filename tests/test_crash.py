@@ -14,8 +14,7 @@ import pytest
 from campaigns import service
 from campaigns.config import settings
 from campaigns.models import Shard
-from tests.conftest import wait_until
-from tests.helpers import audit, live_senders, new_campaign, senders_stopped, status
+from tests.helpers import audit, live_senders, new_campaign, senders_stopped, status, wait_until
 
 pytestmark = pytest.mark.crash
 

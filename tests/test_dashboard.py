@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 TEMPLATE = {"name": "diwali_offer", "language": "en_US",

@@ -22,8 +22,7 @@ from campaigns import service
 from local.gateway import Gateway, GatewayError, Handler, route, routes_from_template
 from local.stack import FUNCTION_NAMES
 from local.template import load_template
-from tests.conftest import wait_until
-from tests.helpers import audit
+from tests.helpers import audit, wait_until
 
 TEMPLATE = {"name": "diwali_offer", "language": "en_US",
             "components": [{"type": "body", "parameters": [{"type": "text", "text": "{{1}}"}]}]}

@@ -12,8 +12,7 @@ from campaigns import service
 from campaigns.config import settings
 from campaigns.models import Campaign, Shard
 from local.lambda_process import LambdaContext, load_handler
-from tests.conftest import wait_until
-from tests.helpers import TEMPLATE, audit, status
+from tests.helpers import TEMPLATE, audit, status, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

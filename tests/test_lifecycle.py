@@ -5,8 +5,7 @@ from __future__ import annotations
 from campaigns import service
 from campaigns.config import settings
 from campaigns.models import Suppression
-from tests.conftest import wait_until
-from tests.helpers import audit, new_campaign, recipients, senders_stopped, status
+from tests.helpers import audit, new_campaign, recipients, senders_stopped, status, wait_until
 
 
 def test_pause_then_resume_at_once_finishes_with_nothing_lost_or_doubled(make_stack):

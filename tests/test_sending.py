@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from campaigns import service
 from campaigns.config import settings
-from tests.conftest import wait_until
-from tests.helpers import audit, new_campaign, status
+from tests.helpers import audit, new_campaign, status, wait_until
 
 
 def completed(campaign):

@@ -26,8 +26,7 @@ from campaigns.models import Recipient, Shard, Suppression, recipient_sk, shard_
 from campaigns.observability import logger
 from functions.webhook.app import lambda_handler
 from local.lambda_process import LambdaContext
-from tests.conftest import wait_until
-from tests.helpers import new_campaign, recipients
+from tests.helpers import new_campaign, recipients, wait_until
 
 # -- calling the webhook like API Gateway does --------------------------------------------------------------
 

@@ -10,6 +10,10 @@ Every change of holder is a conditional write on the shard item that bumps `leas
            anyone else holds the lease;
   release  the holder lets go (paused, nothing to do until a time, or finished).
 
+A batch marks the shard `dirty_since` when it acquires and clears it when it lets go with its
+counters flushed (release, hand_off): the next holder that finds the mark knows its predecessor
+died with counter deltas unflushed, and recounts the shard.
+
 The shard's DueIndex entry (due_at) follows the lease expiry while it is held: recovery
 takes over exactly the shards whose entry is in the past.
 """
@@ -48,6 +52,8 @@ class Lease:
     expires: float
     # Own-clock (monotonic) instant after which this holder must not start a send.
     send_deadline: float = field(default=0.0)
+    # The previous holder died without flushing its counters (see Shard.dirty_since).
+    predecessor_died: bool = False
 
     def usable(self) -> bool:
         return time.monotonic() < self.send_deadline
@@ -121,12 +127,14 @@ def acquire(campaign_id: str, shard: int, token: str, settings: Settings) -> tup
             Shard.due_kind.set(DUE_SHARD),
             Shard.due_at.set(expires),
             Shard.heartbeat_at.set(now),
+            Shard.dirty_since.set(Shard.dirty_since | now),
         ],
         Shard.lease_owner == token,
     )
     if not ok:
         return None
     lease = Lease(campaign_id, shard, owner, int(item.lease_gen), expires)
+    lease.predecessor_died = float(item.dirty_since) < now
     lease.send_deadline = started + settings.lease_seconds - settings.lease_safety_seconds
     return lease, item
 
@@ -156,7 +164,13 @@ def renew(lease: Lease, settings: Settings, extra_actions: list | None = None) -
 def release(lease: Lease, due_at: float | None, extra_actions: list | None = None) -> bool:
     """Let go of the lease. With `due_at`, recovery looks at the shard again then; without, never."""
     lease.send_deadline = 0.0
-    actions = [Shard.lease_owner.remove(), Shard.lease_gen.add(1), Shard.lease_expires.set(0), *(extra_actions or [])]
+    actions = [
+        Shard.lease_owner.remove(),
+        Shard.lease_gen.add(1),
+        Shard.lease_expires.set(0),
+        Shard.dirty_since.remove(),
+        *(extra_actions or []),
+    ]
     if due_at is None:
         actions += [Shard.due_kind.remove(), Shard.due_at.remove()]
     else:
@@ -181,6 +195,7 @@ def hand_off(lease: Lease, token: str, settings: Settings, extra_actions: list |
             Shard.lease_gen.add(1),
             Shard.lease_expires.set(expires),
             Shard.due_at.set(expires),
+            Shard.dirty_since.remove(),
             *(extra_actions or []),
         ],
         (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen),

@@ -125,7 +125,7 @@ def requeue_in_doubt(rec: Recipient, grace_ended_before: float) -> bool:
     )
 
 
-def scan(campaign_id: str, shard: int, from_seq: int = 0, page_size: int = 200) -> Iterator[Recipient]:
+def scan(campaign_id: str, shard: int, from_seq: int = 0, page_size: int = 500) -> Iterator[Recipient]:
     """The shard's recipients in seq order from `from_seq`, read consistently."""
     return Recipient.query(
         shard_pk(campaign_id, shard),
@@ -142,7 +142,8 @@ def recount(campaign_id: str, shard: int, committed_imports: set[str]) -> Counte
         shard_pk(campaign_id, shard),
         Recipient.SK.startswith("R#"),
         consistent_read=True,
-        attributes_to_get=["status", "import_id", "phone"],
+        attributes_to_get=["status", "import_id"],
+        page_size=1000,
     ):
         if rec.import_id in committed_imports:
             counts[rec.status] += 1

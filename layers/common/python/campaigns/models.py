@@ -151,6 +151,9 @@ class Shard(Model):
     read = NumberAttribute(default=0)
     # Bumped by every webhook that moves a recipient's status: a recount that raced one retries.
     webhook_moves = NumberAttribute(default=0)
+    # Set by the batch that takes the lease, removed when it lets go cleanly (its counters
+    # flushed): a batch that finds it already set knows its predecessor died, and recounts.
+    dirty_since = NumberAttribute(null=True)
     current_rate = NumberAttribute(default=0)
     last_error = UnicodeAttribute(null=True)
     heartbeat_at = NumberAttribute(null=True)

@@ -115,8 +115,8 @@ class ShardBatch:
             self.committed_imports = set(self.campaign.imports or ())
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
             self.limiter = RateLimiter(per_shard)
-            if self.hop == 0:
-                self._settle_predecessor(shard)
+            if self.lease.predecessor_died:
+                self._recount(int(shard.webhook_moves))
             self.start_cursor = self.scanned_to = int(shard.cursor)
             self.scan = iter(ledger.scan(self.campaign_id, self.shard_no, int(shard.cursor)))
             self._send_loop()
@@ -228,10 +228,6 @@ class ShardBatch:
                 grace_end = now + self.settings.in_doubt_grace_seconds
                 self.parked_until = min(self.parked_until or grace_end, grace_end)
         logger.info("settled an orphaned claim", extra={**self._where(), "seq": rec.seq, "as": settled.value})
-
-    def _settle_predecessor(self, shard: Shard) -> None:
-        """A batch that did not inherit the lease cleanly: make the counters exact first."""
-        self._recount(int(shard.webhook_moves))
 
     # -- one send (worker threads) -------------------------------------------------------------
 
@@ -448,15 +444,9 @@ class ShardBatch:
         return True
 
     def _finish_shard(self) -> None:
-        self._flush()
-        moves = int(Shard.get(*Shard.key(self.campaign_id, self.shard_no), consistent_read=True).webhook_moves)
-        self._recount(moves)
-        leases.release(self.lease, None, [Shard.finished_at.set(time.time()), Shard.cursor.set(self._cursor())])
-        _close_shard(self.campaign_id, self.shard_no)
-
-    def _flush(self) -> None:
-        leases.renew(self.lease, self.settings, self._progress_actions())
+        leases.release(self.lease, None, [Shard.finished_at.set(time.time()), *self._progress_actions()])
         self.deltas.clear()
+        _close_shard(self.campaign_id, self.shard_no)
 
     def _recount(self, webhook_moves: int) -> None:
         """Make the shard's counters exact; retried if a webhook moved a recipient meanwhile."""

@@ -12,6 +12,7 @@ import json
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -294,16 +295,19 @@ def retry_failed(campaign_id: str, settings: Settings) -> int:
     """Failures of a retryable class go back to pending and their shards reopen."""
     campaign = get_campaign(campaign_id)
     _require(campaign, CAMPAIGN_ACTIONS["retry-failed"][0], "retry failed recipients of")
-    reopened: dict[int, int] = {}
+    reopened: dict[int, int] = {}  # shard -> lowest seq reopened
+    moved: Counter = Counter()  # shard -> recipients moved back to pending
     for shard in range(int(campaign.shard_count)):
         for rec in ledger.scan(campaign_id, shard):
             if rec.status == R.FAILED and _retryable(rec.error_code) and ledger.retry_failed(rec):
                 reopened[shard] = min(reopened.get(shard, rec.seq), rec.seq)
+                moved[shard] += 1
     if not reopened:
         return 0
     for shard, first_seq in reopened.items():
+        # The campaign is completed, so no batch holds these shards: cursor and counters are ours.
         Shard(*Shard.key(campaign_id, shard)).update(
-            actions=[Shard.finished_at.remove(), Shard.cursor.set(first_seq)]
+            actions=[Shard.finished_at.remove(), Shard.cursor.set(first_seq), Shard.failed.add(-moved[shard])]
         )
     shards = sorted(reopened)
     _wake(campaign_id, shards)

@@ -28,8 +28,7 @@ C, R = CampaignStatus, RecipientStatus
 CAMPAIGN_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     C.DRAFT: frozenset({C.SCHEDULED, C.SENDING, C.CANCELLED}),
     C.SCHEDULED: frozenset({C.SENDING, C.DRAFT, C.CANCELLED}),
-    # retry-failed on a campaign still sending keeps it sending (its failures rejoin the queue).
-    C.SENDING: frozenset({C.SENDING, C.PAUSED, C.COMPLETED, C.CANCELLED}),
+    C.SENDING: frozenset({C.PAUSED, C.COMPLETED, C.CANCELLED}),
     C.PAUSED: frozenset({C.SENDING, C.CANCELLED}),
     # retry-failed reopens a finished campaign.
     C.COMPLETED: frozenset({C.SENDING}),
@@ -58,8 +57,9 @@ CAMPAIGN_ACTIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = 
     "pause": (frozenset({C.SENDING}), C.PAUSED),
     "resume": (frozenset({C.PAUSED}), C.SENDING),
     "cancel": (frozenset({C.DRAFT, C.SCHEDULED, C.SENDING, C.PAUSED}), C.CANCELLED),
-    # Not from paused: whatever paused the campaign must be resolved and resumed first.
-    "retry-failed": (frozenset({C.SENDING, C.COMPLETED}), C.SENDING),
+    # Once the campaign has finished: no batch then holds a shard whose cursor and counters the
+    # reopening rewrites (a paused campaign is resumed first, and retried when it completes).
+    "retry-failed": (frozenset({C.COMPLETED}), C.SENDING),
 }
 
 TERMINAL_RECIPIENT = frozenset({R.SENT, R.FAILED, R.SKIPPED, R.IN_DOUBT})
