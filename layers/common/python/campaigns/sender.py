@@ -115,8 +115,6 @@ class ShardBatch:
             self.committed_imports = set(self.campaign.imports or ())
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
             self.limiter = RateLimiter(per_shard)
-            if self.lease.predecessor_died:
-                self._recount(int(shard.webhook_moves))
             self.start_cursor = self.scanned_to = int(shard.cursor)
             self.scan = iter(ledger.scan(self.campaign_id, self.shard_no, int(shard.cursor)))
             self._send_loop()
@@ -399,6 +397,10 @@ class ShardBatch:
         stop = self.stop
         if stop == Stop.LEASE_LOST:
             return
+        if self.lease.predecessor_died:
+            # After the sends, not before them: a takeover resumes sending at once, and the
+            # counters it shows meanwhile are only low by what the dead batch had not flushed.
+            self._recount()
         if stop == Stop.HALTED:
             self._release(due_at=None)
             self._restart_if_resumed()
@@ -448,8 +450,9 @@ class ShardBatch:
         self.deltas.clear()
         _close_shard(self.campaign_id, self.shard_no)
 
-    def _recount(self, webhook_moves: int) -> None:
+    def _recount(self) -> None:
         """Make the shard's counters exact; retried if a webhook moved a recipient meanwhile."""
+        webhook_moves = int(Shard.get(*Shard.key(self.campaign_id, self.shard_no), consistent_read=True).webhook_moves)
         for _ in range(5):
             counts = ledger.recount(self.campaign_id, self.shard_no, self.committed_imports)
             item = Shard(*Shard.key(self.campaign_id, self.shard_no))
