@@ -109,10 +109,10 @@ class ShardBatch:
         self.lease, shard = taken
         count(Metric.BATCHES_STARTED)
         self.campaign = Campaign.get(*Campaign.key(self.campaign_id), consistent_read=True)
+        self.committed_imports = set(self.campaign.imports or ())
         if self.campaign.status != CampaignStatus.SENDING:
             self.stop = Stop.HALTED
         else:
-            self.committed_imports = set(self.campaign.imports or ())
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
             self.limiter = RateLimiter(per_shard)
             self.start_cursor = self.scanned_to = int(shard.cursor)
