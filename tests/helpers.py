@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from campaigns import service
 from campaigns.config import settings
 from campaigns.models import Recipient, shard_pk
+from campaigns.observability import logger
 from campaigns.states import OPEN_RECIPIENT
 
 TEMPLATE = {
@@ -86,3 +90,19 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextmanager
+def captured_logs():
+    """Everything the shared logger writes, formatted as in CloudWatch (message and extra keys)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger._logger.addHandler(handler)
+    level = logger.log_level
+    logger.setLevel("DEBUG")
+    try:
+        yield stream
+    finally:
+        logger.setLevel(level)
+        logger._logger.removeHandler(handler)

@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
-import logging
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import boto3
@@ -19,10 +16,9 @@ import pytest
 from campaigns import imports, ledger, service
 from campaigns.config import settings
 from campaigns.models import Campaign, Recipient, Shard, Suppression, recipient_sk, shard_pk
-from campaigns.observability import logger
 from functions.api.app import lambda_handler, openapi_schema
 from local.lambda_process import LambdaContext
-from tests.helpers import wait_until
+from tests.helpers import captured_logs, wait_until
 
 TEMPLATE = {
     "name": "diwali_offer",
@@ -505,22 +501,6 @@ def test_import_into_an_unknown_campaign_is_404(stack, campaign_id):
     answer = call("POST", f"/campaigns/{campaign_id}/recipients", {"recipients": rows(1)})
     assert_error(answer, 404, "not_found")
     assert table_items() == []
-
-
-@contextmanager
-def captured_logs():
-    """Everything the shared logger writes, formatted as in CloudWatch (message and extra keys)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    logger._logger.addHandler(handler)
-    level = logger.log_level
-    logger.setLevel("DEBUG")
-    try:
-        yield stream
-    finally:
-        logger.setLevel(level)
-        logger._logger.removeHandler(handler)
 
 
 def test_phone_numbers_never_reach_the_logs(stack):

@@ -6,14 +6,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
-import logging
 import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,10 +20,9 @@ from aws_lambda_powertools.utilities import parameters
 from campaigns import ledger, service
 from campaigns.config import settings
 from campaigns.models import Recipient, Shard, Suppression, recipient_sk, shard_pk
-from campaigns.observability import logger
 from functions.webhook.app import lambda_handler
 from local.lambda_process import LambdaContext
-from tests.helpers import new_campaign, recipients, wait_until
+from tests.helpers import captured_logs, new_campaign, recipients, wait_until
 
 # -- calling the webhook like API Gateway does --------------------------------------------------------------
 
@@ -376,21 +372,6 @@ def test_bodies_without_statuses_are_fine(stack, post):
     for body in (b"{}", b"[]", b'{"entry": "x"}', payload()):
         status, answer = post(body)
         assert status == 200 and answer["statuses"] == 0
-
-
-@contextmanager
-def captured_logs():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    logger._logger.addHandler(handler)
-    level = logger.log_level
-    logger.setLevel("DEBUG")
-    try:
-        yield stream
-    finally:
-        logger.setLevel(level)
-        logger._logger.removeHandler(handler)
 
 
 def test_phone_numbers_never_reach_the_logs(stack, post):

@@ -33,12 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DeleteError, PutError
 from pynamodb.models import Model
 
 from . import phones
-from .models import Suppression, _Meta, campaign_pk
+from .models import ImportLock, PhoneMarker, Suppression
 
 # A request body larger than this is refused (413) before it is parsed. Lambda takes at most
 # 6 MB per synchronous request (API Gateway itself 10 MB), headers and JSON escaping included.
@@ -282,24 +281,6 @@ def suppressed(numbers: Iterable[str]) -> set[str]:
 # -- phone markers --------------------------------------------------------------------------------
 
 
-class PhoneMarker(Model):
-    """A number imported into a campaign, and the recipient it became (see the module docstring)."""
-
-    class Meta(_Meta):
-        pass
-
-    PK = UnicodeAttribute(hash_key=True)
-    SK = UnicodeAttribute(range_key=True, default="PHONE")
-    phone = UnicodeAttribute()
-    import_id = UnicodeAttribute()
-    shard = NumberAttribute()
-    seq = NumberAttribute()
-
-    @classmethod
-    def key(cls, campaign_id: str, phone: str) -> tuple[str, str]:
-        return f"{campaign_pk(campaign_id)}#PHONE#{phone}", "PHONE"
-
-
 def imported(campaign_id: str, numbers: Iterable[str], committed_imports: set[str]) -> set[str]:
     """Which of these numbers a committed import of the campaign already holds."""
     keys = [PhoneMarker.key(campaign_id, n) for n in set(numbers)]
@@ -317,21 +298,6 @@ def write_markers(campaign_id: str, import_id: str, placed: Iterable[tuple[str, 
 
 class ImportBusy(Exception):
     """Another import of the same campaign holds the lock."""
-
-
-class ImportLock(Model):
-    class Meta(_Meta):
-        pass
-
-    PK = UnicodeAttribute(hash_key=True)
-    SK = UnicodeAttribute(range_key=True, default="IMPORT_LOCK")
-    owner = UnicodeAttribute()
-    expires = NumberAttribute()
-    expires_at = NumberAttribute()  # the table's TTL attribute: DynamoDB deletes stale locks
-
-    @classmethod
-    def key(cls, campaign_id: str) -> tuple[str, str]:
-        return f"{campaign_pk(campaign_id)}#IMPORT", "IMPORT_LOCK"
 
 
 @contextmanager

@@ -5,6 +5,8 @@ Keys (the table itself is defined in template.yaml):
   shard        PK=CAMPAIGN#<id>#SHARD#<n>      SK=SHARD
   recipient    PK=CAMPAIGN#<id>#SHARD#<n>      SK=R#<seq>
   suppression  PK=SUPPRESSED#<phone>           SK=SUPPRESSED
+  phone marker PK=CAMPAIGN#<id>#PHONE#<digits> SK=PHONE        (import dedupe)
+  import lock  PK=CAMPAIGN#<id>#IMPORT         SK=IMPORT_LOCK  (one import at a time)
 
 A shard item lives in its own recipients' partition rather than in the campaign's: every
 write of the per-message path (claims, checkpoints, webhook updates, counters) then lands
@@ -231,3 +233,38 @@ class Suppression(Model):
     @classmethod
     def key(cls, phone: str) -> tuple[str, str]:
         return f"SUPPRESSED#{phone}", "SUPPRESSED"
+
+
+class PhoneMarker(Model):
+    """A number imported into a campaign, and the recipient it became (see campaigns.imports)."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="PHONE")
+    phone = UnicodeAttribute()
+    import_id = UnicodeAttribute()
+    shard = NumberAttribute()
+    seq = NumberAttribute()
+
+    @classmethod
+    def key(cls, campaign_id: str, phone: str) -> tuple[str, str]:
+        return f"{campaign_pk(campaign_id)}#PHONE#{phone}", "PHONE"
+
+
+class ImportLock(Model):
+    """One import per campaign at a time: batch writes cannot be conditional (see campaigns.imports)."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="IMPORT_LOCK")
+    owner = UnicodeAttribute()
+    expires = NumberAttribute()
+    expires_at = NumberAttribute()  # the table's TTL attribute: DynamoDB deletes stale locks
+
+    @classmethod
+    def key(cls, campaign_id: str) -> tuple[str, str]:
+        return f"{campaign_pk(campaign_id)}#IMPORT", "IMPORT_LOCK"
