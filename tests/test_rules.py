@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from campaigns.config import Settings
 from campaigns.graph_errors import ErrorClass, classify
 from campaigns.observability import mask_phone
 from campaigns.ratelimit import RateLimiter, backoff_delay
+from campaigns.sender import ReadAhead
 from campaigns.states import (
     CAMPAIGN_ACTIONS,
     CAMPAIGN_TRANSITIONS,
@@ -155,3 +157,42 @@ def test_template_variables_are_filled_and_the_callback_is_on_every_send():
 def test_phone_numbers_are_masked_for_logs():
     assert mask_phone("+919876543210") == "919*******10"
     assert "98765" not in mask_phone("919876543210")
+
+
+def test_read_ahead_yields_every_item_in_order_then_stops():
+    reader = ReadAhead(iter(range(1000)), buffer=7)
+    assert list(reader) == list(range(1000))
+    assert next(reader, "end") == "end"
+
+
+def test_read_ahead_raises_the_readers_error_where_the_caller_iterates():
+    def failing():
+        yield 1
+        raise RuntimeError("store unavailable")
+
+    reader = ReadAhead(failing(), buffer=2)
+    assert next(reader) == 1
+    with pytest.raises(RuntimeError, match="store unavailable"):
+        next(reader)
+
+
+def test_a_closed_read_ahead_stops_reading():
+    produced = []
+    finished = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                produced.append(n)
+                yield n
+                n += 1
+        finally:
+            finished.set()
+
+    reader = ReadAhead(endless(), buffer=3)
+    assert next(reader) == 0
+    reader.close()
+    assert next(reader, "end") == "end"
+    assert finished.wait(timeout=10)  # the reader thread let go of the source
+    assert len(produced) <= 1 + 3 + 1  # taken, buffered, and the one it held when it was closed

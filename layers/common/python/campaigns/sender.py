@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import heapq
 import queue
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,7 +29,7 @@ from .config import Settings, whatsapp_secret
 from .graph_errors import ErrorClass, classify
 from .models import Campaign, Recipient, Shard, Suppression
 from .observability import NAMESPACE, Metric, count, latency_ms, logger
-from .ratelimit import RateLimiter, backoff_delay
+from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, backoff_delay
 from .states import CampaignStatus
 from .states import RecipientStatus as R
 from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
@@ -52,6 +53,57 @@ class Result:
     latency_ms: float = 0.0
     error_class: ErrorClass | None = None
     reason: str = ""
+
+
+class ReadAhead(Iterator):
+    """Iterates `items` from a background thread, at most `buffer` items ahead of the caller.
+
+    The shard's next page is read while the current one is being sent: a Query page takes the
+    store a moment to answer, and reading it on the send loop would pause every send meanwhile.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterable, buffer: int):
+        self._items: queue.Queue = queue.Queue(maxsize=buffer)
+        self._closed = threading.Event()
+        self._done = False
+        threading.Thread(target=self._fill, args=(items,), name="read-ahead", daemon=True).start()
+
+    def _fill(self, items: Iterable) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except Exception as error:  # handed to the caller, raised where it iterates
+            self._put(error)
+
+    def _put(self, item) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._items.put(item, timeout=0.5)  # wakes now and then to see whether it was closed
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        item = self._items.get()
+        if item is self._END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, Exception):
+            self._done = True
+            raise item
+        return item
+
+    def close(self) -> None:
+        """The caller stops early: the reader thread ends instead of reading on."""
+        self._closed.set()
+        self._done = True
 
 
 _clients: dict[str, WhatsAppClient] = {}
@@ -114,10 +166,15 @@ class ShardBatch:
             self.stop = Stop.HALTED
         else:
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
-            self.limiter = RateLimiter(per_shard)
+            self.limiter = RateLimiter(per_shard * PACE_UNDER_LIMIT)
             self.start_cursor = self.scanned_to = int(shard.cursor)
-            self.scan = iter(ledger.scan(self.campaign_id, self.shard_no, int(shard.cursor)))
-            self._send_loop()
+            reader = ReadAhead(ledger.scan(self.campaign_id, self.shard_no, int(shard.cursor)),
+                               buffer=ledger.SCAN_PAGE)
+            self.scan = reader
+            try:
+                self._send_loop()
+            finally:
+                reader.close()
         self._finish()
         count(Metric.BATCHES_FINISHED)
         return self._report(self.stop.value)
@@ -150,7 +207,6 @@ class ShardBatch:
         if self.stop is not None:
             self._reopen(rec)
             return
-        self.limiter.acquire()
         if not self.lease.usable():
             self._heartbeat_if_due(force=True)  # a late heartbeat, not necessarily a lost lease
         if not self.lease.usable():
@@ -241,6 +297,9 @@ class ShardBatch:
         owner = self.lease.owner
         if not ledger.claim(rec, owner, time.time()):
             return Result(rec, "lost", reason="claimed elsewhere")
+        # The send slot is taken after the claim, right before the POST: the claim's own latency
+        # then cannot bunch POSTs together and push one second's sends over the provider's limit.
+        self.limiter.acquire()
         # Our own clock, right before the POST: a batch frozen past its lease must not send.
         if not self.lease.usable():
             ledger.unclaim(rec, owner, None, count_attempt=False)
