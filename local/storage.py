@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import boto3
 import requests
 
+from .moto_server import COUNTS_PATH
 from .template import load_template, table_definition
 
 SECRET_NAME = "whatsapp-local"
@@ -40,7 +42,7 @@ class MotoServer:
         if port_in_use(self.port):
             raise RuntimeError(f"port {self.port} is in use: set another port for the local DynamoDB")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -54,6 +56,10 @@ class MotoServer:
             except requests.ConnectionError:
                 time.sleep(0.05)  # waiting for another process to bind its port: nothing to wait on
         raise RuntimeError(f"moto server did not answer on {self.url} within {timeout}s")
+
+    def operation_counts(self) -> Counter:
+        """The calls the server has answered so far, by operation (local/moto_server.py counts them)."""
+        return Counter(requests.get(f"{self.url}{COUNTS_PATH}", timeout=10).json())
 
     def reset(self) -> None:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()

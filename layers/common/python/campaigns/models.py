@@ -46,6 +46,10 @@ class _Meta:
     region = _region()
     # pynamodb passes host=None to botocore, which then honours AWS_ENDPOINT_URL(_DYNAMODB).
     max_retry_attempts = 3
+    # Every send in flight writes its claim and checkpoint on its own connection, beside the
+    # heartbeat and the read-ahead: a pool smaller than that opens and drops a connection per
+    # write (pynamodb's default is 10, under a sender's max_in_flight of 16).
+    max_pool_connections = settings().max_in_flight + 4
     connect_timeout_seconds = 5
     read_timeout_seconds = 10
 
