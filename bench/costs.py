@@ -57,6 +57,41 @@ def send_campaign(messages: int):
     return meter, cpu, wall
 
 
+# List prices, us-east-1, arm64, as published in 2026 (docs/operations.md itemises a campaign).
+LAMBDA_GB_SECOND = 0.0000133334
+LAMBDA_REQUEST = 0.20 / 1e6
+DYNAMODB_WRITE_UNIT = 0.625 / 1e6
+DYNAMODB_READ_UNIT = 0.125 / 1e6
+# Fixed by the design, not measured here: Meta posts ~3 status webhooks per message (sent,
+# delivered, read), each a 512 MB webhook invocation of ~40 ms writing the recipient and, for
+# delivered and read, a counter of its shard; the sender's memory is template.yaml's 1 024 MB.
+WEBHOOKS_PER_MESSAGE = 3
+WEBHOOK_GB_SECONDS = 0.5 * 0.040
+WEBHOOK_WRITE_UNITS = 3 + 2
+SENDER_GB = 1.0
+BATCH_SECONDS = 900 - 15  # a batch hands off when its remaining time nears the margin
+
+
+def lambda_and_dollars(meter, messages: int, rate: float = 80.0) -> list[tuple]:
+    """Lambda invocations and GB-s per 10 000 messages, and the cost of a 100 000-message campaign.
+
+    The sender's time is the campaign's pace on Lambda (one shard at `rate`), not this machine's:
+    the batch here runs as fast as the local store lets it.
+    """
+    rows = []
+    for n in (10_000, 100_000):
+        sender_seconds = n / rate
+        sender_invocations = max(1, -(-sender_seconds // BATCH_SECONDS))
+        webhook_invocations = n * WEBHOOKS_PER_MESSAGE
+        gb_seconds = sender_seconds * SENDER_GB + webhook_invocations * WEBHOOK_GB_SECONDS
+        write_units = n * (meter.write_units / messages + WEBHOOK_WRITE_UNITS)
+        read_units = n * meter.read_units / messages
+        dollars = (gb_seconds * LAMBDA_GB_SECOND + (sender_invocations + webhook_invocations) * LAMBDA_REQUEST
+                   + write_units * DYNAMODB_WRITE_UNIT + read_units * DYNAMODB_READ_UNIT)
+        rows.append((n, int(sender_invocations), webhook_invocations, gb_seconds, write_units, read_units, dollars))
+    return rows
+
+
 def idle_tick_reads(finished_counts: list[int]) -> list[tuple[int, float, int]]:
     """Read units of one recovery tick as finished campaigns pile up in the table."""
     from bench.dynamo import metered
@@ -110,9 +145,19 @@ def main() -> None:
     print(f"| DynamoDB reads per message (Query/Get calls) | "
           f"{(meter.calls['Query'] + meter.calls['GetItem']) / n:.3f} | |")
     print(f"| sender CPU per message (in-process, incl. HTTP client and pynamodb) | {cpu / n * 1000:.2f} ms | |")
+    print(f"| DynamoDB write units per message sent (sender) | {meter.write_units / n:.3f} WCU | |")
+    print(f"| DynamoDB read units per message sent (sender) | {meter.read_units / n:.3f} RCU | |")
     for finished, units, items in ticks:
         print(f"| recovery tick with {finished} finished campaigns | {units:.1f} RCU, {items} items read | flat |")
     print(f"\ncalls: {dict(meter.calls)}")
+    print("\n| messages | sender invocations | webhook invocations | Lambda GB-s | DynamoDB WCU | DynamoDB RCU "
+          "| Lambda + DynamoDB (USD) |")
+    print("|---|---|---|---|---|---|---|")
+    for size, senders, webhooks, gb_s, wcu, rcu, usd in lambda_and_dollars(meter, n):
+        print(f"| {size:,} | {senders} | {webhooks:,} | {gb_s:,.0f} | {wcu:,.0f} | {rcu:,.0f} | {usd:.2f} |")
+    print("At 80 mps per shard; webhooks at Meta's ~3 statuses per message (each 512 MB x ~40 ms, 5 WCU). List "
+          "prices us-east-1 arm64: Lambda $0.0000133334/GB-s + $0.20/M requests, DynamoDB on-demand $0.625/M WRU, "
+          "$0.125/M RRU. API Gateway in front of the webhooks, logs and X-Ray: docs/operations.md.")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,24 @@ def item_size(item: dict) -> int:
     return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
 
 
+INDEX_KEYS = {"due_kind", "due_at", "list_pk", "created_at"}  # the GSI keys of template.yaml's table
+
+
+def write_units(kwargs: dict) -> float:
+    """WCU of one write: 1 per KB of the item (the per-message items are far under 1 KB), and as
+    much again for each global secondary index whose key the write sets or removes."""
+    if "RequestItems" in kwargs or "TransactItems" in kwargs:  # batch and transaction: 1 per item
+        items = kwargs.get("TransactItems") or [r for rs in kwargs.get("RequestItems", {}).values() for r in rs]
+        return float(len(items)) * (2 if "TransactItems" in kwargs else 1)
+    names = set((kwargs.get("ExpressionAttributeNames") or {}).values()) | set(kwargs.get("Item") or ())
+    return 1.0 + (1.0 if names & INDEX_KEYS else 0.0)
+
+
 class Meter:
     def __init__(self):
         self.calls: Counter = Counter()
         self.read_units = 0.0
+        self.write_units = 0.0
         self.items_read = 0
         self._lock = threading.Lock()
 
@@ -54,6 +68,8 @@ class Meter:
     def record(self, operation: str, kwargs: dict, result: dict) -> None:
         with self._lock:
             self.calls[operation] += 1
+            if operation in WRITES:
+                self.write_units += write_units(kwargs)
             if operation in ("Query", "Scan"):
                 items = result.get("Items", [])
                 self.items_read += len(items)
