@@ -21,9 +21,6 @@ import os
 import threading
 from collections import Counter
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import BaseWSGIServer, run_simple
-
 LISTEN_QUEUE = 4096
 COUNTS_PATH = "/_local/operations"
 
@@ -54,6 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
     args = parser.parse_args(argv)
+    # Imported here, not at the top: local/storage.py reads COUNTS_PATH without loading moto.
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import BaseWSGIServer, run_simple
+
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto.server does: moto builds some URLs from it
     BaseWSGIServer.request_queue_size = LISTEN_QUEUE
     app = DomainDispatcherApplication(create_backend_app)

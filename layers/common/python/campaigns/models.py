@@ -47,8 +47,8 @@ class _Meta:
     # pynamodb passes host=None to botocore, which then honours AWS_ENDPOINT_URL(_DYNAMODB).
     max_retry_attempts = 3
     # Every send in flight writes its claim and checkpoint on its own connection, beside the
-    # heartbeat and the read-ahead: a pool smaller than that opens and drops a connection per
-    # write (pynamodb's default is 10, under a sender's max_in_flight of 16).
+    # heartbeat and the read-ahead: a smaller pool (pynamodb's default is 10) opens and drops a
+    # connection for each write beyond it.
     max_pool_connections = settings().max_in_flight + 4
     connect_timeout_seconds = 5
     read_timeout_seconds = 10
