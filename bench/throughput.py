@@ -4,9 +4,9 @@ One campaign of N recipients through the local stack (real sender processes, mot
 API with 50 ms ±20 % latency), capped at 80 mps, then at 1 000 mps. The bound of each run is
 min(cap, what the local DynamoDB server takes at the writes per message counted), both
 measured in the same run: the server's capacity by a closed loop of the sender's own claim and
-checkpoint writes from as many threads as a sender has sends in flight (the mean of a probe just before and one just after the
-campaign), the writes per message by the server itself counting the calls it answered while
-the campaign ran (local/moto_server.py).
+checkpoint writes from as many threads as a sender has sends in flight (the mean of a probe
+just before and one just after the campaign), the writes per message by the server itself
+counting the calls it answered while the campaign ran (local/moto_server.py).
 
     .venv/bin/python -m bench.throughput [--recipients 10000] [--caps 80 1000]
 """
@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 
+from bench.dynamo import READS, WRITES
 from local.stack import LocalStack, StackConfig
 
 # What the functions print (their logs and EMF metric lines) goes here, not into the table.
@@ -80,10 +81,6 @@ def _status(campaign_id: str) -> str:
     return service.campaign_status(campaign_id, settings())["status"]
 
 
-WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
-READS = ("GetItem", "Query", "Scan", "BatchGetItem")
-
-
 def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
     """Send one campaign; its rate, and the store's calls per message counted by the store itself."""
     from campaigns import service
@@ -109,7 +106,6 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
         "mps": (len(mine) - 1) / (mine[-1] - mine[0]),
         "writes_per_message": sum(calls[op] for op in WRITES) / len(mine),
         "reads_per_message": sum(calls[op] for op in READS) / len(mine),
-        "transactions": calls["TransactWriteItems"],
         "throttled": stats["by_code"].get("130429", 0),
         "duplicates": stats["duplicates"],
         "shards": int(campaign.shard_count),
