@@ -155,9 +155,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for size, senders, webhooks, gb_s, wcu, rcu, usd in lambda_and_dollars(meter, n):
         print(f"| {size:,} | {senders} | {webhooks:,} | {gb_s:,.0f} | {wcu:,.0f} | {rcu:,.0f} | {usd:.2f} |")
-    print("At 80 mps per shard; webhooks at Meta's ~3 statuses per message (each 512 MB x ~40 ms, 5 WCU). List "
-          "prices us-east-1 arm64: Lambda $0.0000133334/GB-s + $0.20/M requests, DynamoDB on-demand $0.625/M WRU, "
-          "$0.125/M RRU. API Gateway in front of the webhooks, logs and X-Ray: docs/operations.md.")
+    print(f"At 80 mps per shard; webhooks at Meta's ~{WEBHOOKS_PER_MESSAGE} statuses per message "
+          f"({WEBHOOK_GB_SECONDS:g} GB-s and {WEBHOOK_WRITE_UNITS} WCU each). List prices us-east-1 arm64: Lambda "
+          f"${LAMBDA_GB_SECOND:.10f}/GB-s + ${LAMBDA_REQUEST * 1e6:.2f}/M requests, DynamoDB on-demand "
+          f"${DYNAMODB_WRITE_UNIT * 1e6:.3f}/M WRU, ${DYNAMODB_READ_UNIT * 1e6:.3f}/M RRU. "
+          "API Gateway in front of the webhooks, logs and X-Ray: docs/operations.md.")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 from pynamodb.connection.base import Connection
 
+from local.template import load_template, table_definition
+
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 READS = {"GetItem", "Query", "Scan", "BatchGetItem"}
 
@@ -40,7 +42,13 @@ def item_size(item: dict) -> int:
     return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
 
 
-INDEX_KEYS = {"due_kind", "due_at", "list_pk", "created_at"}  # the GSI keys of template.yaml's table
+def _index_keys() -> list[set[str]]:
+    """The key attributes of each global secondary index, from the table in template.yaml."""
+    table = table_definition(load_template(), "any")
+    return [{key["AttributeName"] for key in index["KeySchema"]} for index in table.get("GlobalSecondaryIndexes", [])]
+
+
+INDEX_KEYS = _index_keys()
 
 
 def write_units(kwargs: dict) -> float:
@@ -50,7 +58,7 @@ def write_units(kwargs: dict) -> float:
         items = kwargs.get("TransactItems") or [r for rs in kwargs.get("RequestItems", {}).values() for r in rs]
         return float(len(items)) * (2 if "TransactItems" in kwargs else 1)
     names = set((kwargs.get("ExpressionAttributeNames") or {}).values()) | set(kwargs.get("Item") or ())
-    return 1.0 + (1.0 if names & INDEX_KEYS else 0.0)
+    return 1.0 + sum(1.0 for keys in INDEX_KEYS if names & keys)
 
 
 class Meter:
