@@ -6,6 +6,10 @@ and checkpointed right after the response, with a bounded number of sends in fli
 the shard's rate. It stops claiming when its remaining time drops under the margin, lets the
 sends in flight finish, and either finishes the shard, hands the lease to the next batch it
 invokes itself, or releases the shard with the time recovery should look at it again.
+
+Threads: the main loop owns the batch's state and is the only one to change it. Worker threads
+claim, send and checkpoint one recipient each; a heartbeat thread renews the lease and reads the
+campaign's status. Both report back through one queue, which the main loop drains.
 """
 
 from __future__ import annotations
@@ -53,6 +57,15 @@ class Result:
     latency_ms: float = 0.0
     error_class: ErrorClass | None = None
     reason: str = ""
+
+
+@dataclass
+class Beat:
+    """What one heartbeat came to, reported to the main loop like a send's Result."""
+
+    lease_lost: bool = False
+    halted: bool = False  # the campaign is no longer sending
+    error: Exception | None = None  # a store error
 
 
 class ReadAhead(Iterator):
@@ -136,7 +149,7 @@ class ShardBatch:
         self.lease: leases.Lease | None = None
         self.campaign: Campaign | None = None
         self.limiter: RateLimiter | None = None
-        self.results: queue.Queue[Result] = queue.Queue()
+        self.results: queue.Queue[Result | Beat] = queue.Queue()
         self.in_flight = 0
         self.waiting: list[tuple[float, int, Recipient]] = []  # (retry_at, seq, rec): a heap
         self.open_seqs: set[int] = set()
@@ -150,6 +163,9 @@ class ShardBatch:
         self.committed_imports: set[str] = set()
         self.stop: Stop | None = None
         self.next_heartbeat = 0.0
+        self.heartbeat_pending = False  # a heartbeat is on its way; its Beat has not been applied
+        self.heartbeat_error: Exception | None = None
+        self._beats: ThreadPoolExecutor | None = None
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -181,11 +197,10 @@ class ShardBatch:
 
     def _send_loop(self) -> None:
         workers = ThreadPoolExecutor(max_workers=self.settings.max_in_flight, thread_name_prefix="send")
+        self._beats = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartbeat")
         try:
             while self.stop is None:
                 self._heartbeat_if_due()
-                if self.stop is not None:
-                    break
                 if self.remaining() < self.settings.stop_margin_seconds:
                     self.stop = Stop.TIME
                     break
@@ -197,9 +212,14 @@ class ShardBatch:
                 else:
                     self._wait_or_stop()
         finally:
-            while self.in_flight:  # drain: every claim of this batch gets its checkpoint
+            # Drain: every claim of this batch gets its checkpoint, and the last heartbeat lands
+            # before the lease is let go (its counters flushed, a lost lease or halt seen).
+            while self.in_flight or self.heartbeat_pending:
                 self._collect(timeout=None)
             workers.shutdown(wait=True)
+            self._beats.shutdown(wait=True)
+        if self.heartbeat_error is not None:
+            raise self.heartbeat_error  # the batch fails, as if the main loop had made the call
 
     def _dispatch(self, workers: ThreadPoolExecutor, rec: Recipient) -> None:
         while self.in_flight >= self.settings.max_in_flight:
@@ -208,7 +228,7 @@ class ShardBatch:
             self._reopen(rec)
             return
         if not self.lease.usable():
-            self._heartbeat_if_due(force=True)  # a late heartbeat, not necessarily a lost lease
+            self._heartbeat_now()  # a late heartbeat, not necessarily a lost lease
         if not self.lease.usable():
             self._reopen(rec)
             self.stop = self.stop or Stop.LEASE_LOST
@@ -226,7 +246,7 @@ class ShardBatch:
         if wake - now > self.remaining() - self.settings.stop_margin_seconds:
             self.stop = Stop.WAIT
             return
-        time.sleep(max(0.0, min(wake - now, self._until_heartbeat())))
+        self._collect(timeout=max(0.0, min(wake - now, self._until_heartbeat())))
 
     # -- finding work ------------------------------------------------------------------------
 
@@ -369,6 +389,9 @@ class ShardBatch:
             result = self.results.get(timeout=timeout)
         except queue.Empty:
             return
+        if isinstance(result, Beat):
+            self._apply_beat(result)
+            return
         self.in_flight -= 1
         self._apply(result)
 
@@ -420,22 +443,58 @@ class ShardBatch:
                 logger.error("campaign paused by a fatal Graph error", extra={**self._where(), "reason": reason})
 
     # -- heartbeat ---------------------------------------------------------------------------
+    #
+    # A heartbeat runs on its own thread: on the main loop, its two calls would stop the batch
+    # from dispatching sends for as long as the store takes to answer them, which is longest
+    # exactly when the store is busiest.
 
     def _until_heartbeat(self) -> float:
+        """How long the main loop may wait for results before it must start a heartbeat."""
+        if self.heartbeat_pending:
+            return self.settings.heartbeat_seconds  # its Beat wakes the loop when it lands
         return max(0.0, self.next_heartbeat - time.monotonic())
 
-    def _heartbeat_if_due(self, force: bool = False) -> None:
-        if time.monotonic() < self.next_heartbeat and not force:
-            return
+    def _heartbeat_if_due(self) -> None:
+        if not self.heartbeat_pending and time.monotonic() >= self.next_heartbeat:
+            self._start_heartbeat()
+
+    def _heartbeat_now(self) -> None:
+        """Wait for a heartbeat to land, started now unless one is on its way."""
+        if not self.heartbeat_pending:
+            self._start_heartbeat()
+        while self.heartbeat_pending:
+            self._collect(timeout=None)
+
+    def _start_heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
-        try:
-            leases.renew(self.lease, self.settings, self._progress_actions())
-        except leases.LeaseLost:
-            self.stop = Stop.LEASE_LOST
-            return
+        # The progress it flushes is taken here, on the main loop, which owns it; should the
+        # lease be lost, so are these deltas, and the next holder recounts (Shard.dirty_since).
+        actions = self._progress_actions()
         self.deltas.clear()
-        status = Campaign.get(*Campaign.key(self.campaign_id), attributes_to_get=["status"]).status
-        if status != CampaignStatus.SENDING:
+        self.heartbeat_pending = True
+        self._beats.submit(self._beat, actions)
+
+    def _beat(self, actions: list) -> None:
+        """The heartbeat thread: renew the lease with the progress, then read the campaign's status."""
+        try:
+            leases.renew(self.lease, self.settings, actions)
+            status = Campaign.get(*Campaign.key(self.campaign_id), attributes_to_get=["status"]).status
+            beat = Beat(halted=status != CampaignStatus.SENDING)
+        except leases.LeaseLost:
+            beat = Beat(lease_lost=True)
+        except Exception as error:  # handed to the main loop, raised there
+            beat = Beat(error=error)
+        self.results.put(beat)
+
+    def _apply_beat(self, beat: Beat) -> None:
+        self.heartbeat_pending = False
+        if beat.error is not None:
+            # Stop claiming; the error is raised once every send in flight is checkpointed.
+            self.heartbeat_error = beat.error
+            self.stop = Stop.LEASE_LOST
+        elif beat.lease_lost:
+            self.stop = Stop.LEASE_LOST
+        elif beat.halted and self.stop is None:
             self.stop = Stop.HALTED
 
     def _cursor(self) -> int:
