@@ -28,7 +28,7 @@ from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 
 from .config import Settings
-from .models import DUE_SHARD, Shard
+from .models import DUE_SHARD, Shard, update_without_read_back
 
 
 class LeaseLost(Exception):
@@ -63,9 +63,14 @@ def _shard(campaign_id: str, shard: int) -> Shard:
     return Shard(*Shard.key(campaign_id, shard))
 
 
-def _update(item: Shard, actions: list, condition: Condition) -> bool:
+def _update(item: Shard, actions: list, condition: Condition, read_back: bool = False) -> bool:
+    """One conditional UpdateItem; False if its condition does not hold. With `read_back`,
+    `item` holds the shard as the write left it."""
     try:
-        item.update(actions=actions, condition=condition)
+        if read_back:
+            item.update(actions=actions, condition=condition)
+        else:
+            update_without_read_back(item, actions, condition)
         return True
     except UpdateError as error:
         if conditional_failed(error):
@@ -107,6 +112,7 @@ def hand_to(
             Shard.due_at.set(expires),
         ],
         condition & Shard.campaign_id.exists(),
+        read_back=True,
     )
     return int(item.lease_gen) if ok else None
 
@@ -130,6 +136,7 @@ def acquire(campaign_id: str, shard: int, token: str, settings: Settings) -> tup
             Shard.dirty_since.set(Shard.dirty_since | now),
         ],
         Shard.lease_owner == token,
+        read_back=True,
     )
     if not ok:
         return None

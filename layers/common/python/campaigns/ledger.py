@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pynamodb.exceptions import UpdateError
 
 from .lease import conditional_failed
-from .models import Recipient, recipient_sk, shard_pk
+from .models import Recipient, recipient_sk, shard_pk, update_without_read_back
 from .states import RecipientStatus as R
 
 OUTCOME_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
@@ -23,14 +23,9 @@ SCAN_PAGE = 500  # recipients per Query page of a shard's scan
 
 
 def _update(rec: Recipient, actions: list, condition) -> bool:
-    """One conditional UpdateItem that does not read the item back.
-
-    pynamodb's Model.update always asks for ALL_NEW; nothing here uses the returned item, and
-    serialising it (in DynamoDB, and in moto most of all) and parsing it back costs CPU on
-    both sides of the two writes every message makes.
-    """
+    """One conditional UpdateItem; False if its condition does not hold."""
     try:
-        Recipient._get_connection().update_item(rec.PK, range_key=rec.SK, actions=actions, condition=condition)
+        update_without_read_back(rec, actions, condition)
         return True
     except UpdateError as error:
         if conditional_failed(error):

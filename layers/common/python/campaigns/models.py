@@ -214,6 +214,17 @@ class Recipient(Model):
         return f"{self.campaign_id}:{self.shard}:{self.seq}"
 
 
+def update_without_read_back(item: Model, actions: list, condition=None) -> None:
+    """One UpdateItem, as item.update() makes it, but without reading the item back.
+
+    pynamodb's Model.update always asks for ALL_NEW. The hot writes (claims, checkpoints, lease
+    renewals) use nothing of the answer; serialising the item (in DynamoDB, and in moto most of
+    all) and parsing it back would cost CPU on both sides of each. Raises UpdateError as
+    item.update() does; `item` is not refreshed.
+    """
+    type(item)._get_connection().update_item(item.PK, range_key=item.SK, actions=actions, condition=condition)
+
+
 def parse_callback_key(key: str) -> tuple[str, int, int] | None:
     try:
         campaign_id, shard, seq = key.rsplit(":", 2)

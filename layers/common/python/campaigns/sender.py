@@ -196,6 +196,7 @@ class ShardBatch:
         return self._report(self.stop.value)
 
     def _send_loop(self) -> None:
+        self._whatsapp()  # made before the workers start: one read of the secret, not one per worker
         workers = ThreadPoolExecutor(max_workers=self.settings.max_in_flight, thread_name_prefix="send")
         self._beats = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartbeat")
         try:
