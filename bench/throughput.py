@@ -26,13 +26,16 @@ from local.stack import LocalStack, StackConfig
 LOG = os.path.join(tempfile.gettempdir(), "bench-functions.log")
 
 
-def dynamodb_capacity(threads: int, seconds: float = 4.0, per_thread: int = 150) -> float:
+def dynamodb_capacity(threads: int, seconds: float = 10.0) -> float:
     """The sender's writes per second the local DynamoDB server completes, closed loop.
 
     Each thread claims and checkpoints fresh recipients, one after the other, with the ledger's
     own two writes (the very expressions a send costs the store), from as many threads as the
-    sender keeps sends in flight.
+    sender keeps sends in flight. Ten seconds span a few of the server's full garbage
+    collections (a tenth of a second or more each, every several seconds): a shorter probe
+    read ±10 % depending on whether it caught one.
     """
+    per_thread = int(seconds * 25)  # more than a thread claims and checkpoints in `seconds` here (~10/s)
     from campaigns import ledger
     from campaigns.models import Recipient, recipient_sk
 
