@@ -45,3 +45,16 @@ def test_an_orphan_without_proof_is_in_doubt_and_a_late_checkpoint_of_its_batch_
     statuses.apply(status_webhook("read"))
     rec.refresh()
     assert rec.status == "sent" and rec.read_at is not None
+
+
+def test_a_claim_or_checkpoint_retried_after_its_first_attempt_landed_still_wins(table):
+    """botocore retries a write whose answer was lost: the retry must not read as somebody else's claim."""
+    rec = claimed("batch-a")
+    assert ledger.claim(rec, "batch-a", time.time()), "the retried claim of the batch that holds it"
+    assert ledger.mark_sent(rec, "batch-a", "wamid.X", time.time())
+    assert ledger.mark_sent(rec, "batch-a", "wamid.X", time.time()), "the retried checkpoint"
+    assert not ledger.mark_sent(rec, "batch-b", "wamid.X", time.time())
+    assert not ledger.mark_sent(rec, "batch-a", "wamid.Y", time.time())
+    assert not ledger.claim(rec, "batch-a", time.time()), "a sent recipient is never claimed again"
+    rec.refresh()
+    assert (rec.status, rec.wamid) == ("sent", "wamid.X")

@@ -38,6 +38,13 @@ def _claimed_by(owner: str):
 
 
 def claim(rec: Recipient, owner: str, now: float) -> bool:
+    """Take a pending recipient for `owner`'s send; False if it is not pending (or not yet due).
+
+    Idempotent for its owner: botocore retries a call whose answer was lost (a timeout, a 500),
+    and a retry that finds the recipient already claimed by this very batch must win too. That
+    batch has not sent it (the claim's answer never reached it); read as refused, the claim
+    would stay behind unsent and end in doubt.
+    """
     return _update(
         rec,
         [
@@ -45,8 +52,11 @@ def claim(rec: Recipient, owner: str, now: float) -> bool:
             Recipient.claimed_by.set(owner),
             Recipient.claimed_at.set(now),
         ],
-        (Recipient.status == R.PENDING.value)
-        & (Recipient.not_before.does_not_exist() | (Recipient.not_before <= now)),
+        (
+            (Recipient.status == R.PENDING.value)
+            & (Recipient.not_before.does_not_exist() | (Recipient.not_before <= now))
+        )
+        | _claimed_by(owner),
     )
 
 
@@ -55,11 +65,13 @@ def mark_sent(rec: Recipient, owner: str, wamid: str, now: float) -> bool:
 
     Meta can report a delivery failure before our checkpoint lands (the webhook records it and
     leaves the status alone): the caller then checkpoints `failed` with the recorded code.
+    Idempotent like `claim`: a retry that finds this very checkpoint in place wins.
     """
     return _update(
         rec,
         [Recipient.status.set(R.SENT.value), Recipient.wamid.set(wamid), Recipient.sent_at.set(now)],
-        _claimed_by(owner) & Recipient.failed_at.does_not_exist(),
+        (_claimed_by(owner) & Recipient.failed_at.does_not_exist())
+        | ((Recipient.status == R.SENT.value) & (Recipient.claimed_by == owner) & (Recipient.wamid == wamid)),
     )
 
 
