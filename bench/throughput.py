@@ -110,6 +110,7 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
     mine = sorted(s["at"] for s in stack.fake.sends() if s["callback"].startswith(campaign.id))
     stats = stack.fake.stats()
     return {
+        "recipients": recipients,
         "sent": len(mine),
         "unsent": recipients - len(mine),  # in doubt (under the default policy `skip`) or failed
         "mps": (len(mine) - 1) / (mine[-1] - mine[0]),
@@ -143,7 +144,7 @@ def main() -> None:
           "| bound (mps) | ratio | 130429s | duplicates | unsent |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cap, capacity, r, bound in rows:
-        print(f"| {cap} | {r['shards']} | {r['sent']} | {r['mps']:.1f} | {capacity:.0f} | {r['writes_per_message']:.3f} "
+        print(f"| {cap} | {r['shards']} | {r['recipients']} | {r['mps']:.1f} | {capacity:.0f} | {r['writes_per_message']:.3f} "
               f"| {r['reads_per_message']:.3f} | {bound:.1f} | {r['mps'] / bound:.3f} | {r['throttled']} "
               f"| {r['duplicates']} | {r['unsent']} |")
     print("bound = min(cap, store capacity / writes per message); capacity: the sender's claim and checkpoint "

@@ -495,8 +495,8 @@ class ShardBatch:
             self.stop = Stop.LEASE_LOST
         elif beat.lease_lost:
             self.stop = Stop.LEASE_LOST
-        elif beat.halted and self.stop is None:
-            self.stop = Stop.HALTED
+        elif beat.halted and self.stop != Stop.LEASE_LOST:
+            self.stop = Stop.HALTED  # also over time-up or done seen meanwhile: no hand-off, no retry
 
     def _cursor(self) -> int:
         return min(self.open_seqs, default=self.scanned_to) if self.open_seqs else self.scanned_to
