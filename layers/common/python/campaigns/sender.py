@@ -467,7 +467,6 @@ class ShardBatch:
             self._collect(timeout=None)
 
     def _start_heartbeat(self) -> None:
-        self.next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
         # The progress it flushes is taken here, on the main loop, which owns it; should the
         # lease be lost, so are these deltas, and the next holder recounts (Shard.dirty_since).
         actions = self._progress_actions()
@@ -489,6 +488,9 @@ class ShardBatch:
 
     def _apply_beat(self, beat: Beat) -> None:
         self.heartbeat_pending = False
+        # The next one is due a heartbeat's interval after this one landed, not after it started:
+        # a slow store gets fewer heartbeats rather than one after the other.
+        self.next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
         if beat.error is not None:
             # Stop claiming; the error is raised once every send in flight is checkpointed.
             self.heartbeat_error = beat.error
