@@ -8,13 +8,18 @@ checkpoint writes from as many threads as a sender has sends in flight (the mean
 just before and one just after the campaign), the writes per message by the server itself
 counting the calls it answered while the campaign ran (local/moto_server.py).
 
-    .venv/bin/python -m bench.throughput [--recipients 10000] [--caps 80 1000]
+    .venv/bin/python -m bench.throughput [--recipients 10000] [--caps 80 1000] [--rounds 1]
+
+With --rounds N, each cap runs N times (probes and campaign each time) and the median ratio of
+each cap is printed under the table: this VM's speed drifts by ±10 % within a minute, so one
+round's ratio is one draw.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -126,13 +131,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--caps", type=int, nargs="+", default=[80, 1000])
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each cap; the median ratio is printed")
     args = parser.parse_args()
     config = StackConfig(table_name="bench", fake_latency_ms=50, fake_latency_jitter=0.2,
                          lease_seconds=20, heartbeat_seconds=1.0, max_in_flight=8, batch_seconds=900,
                          recovery_interval_seconds=60)
     rows = []
     with LocalStack(config, with_scheduler=True, log_path=LOG) as stack:
-        for cap in args.caps:
+        for cap in [cap for _ in range(args.rounds) for cap in args.caps]:
             # Probed on the same server just before and just after the run: the mean pairs the
             # bound with the machine's speed during the run (a 2-core VM's speed drifts by tens of %).
             before = dynamodb_capacity(config.max_in_flight)
@@ -147,6 +153,11 @@ def main() -> None:
         print(f"| {cap} | {r['shards']} | {r['recipients']} | {r['mps']:.1f} | {capacity:.0f} | {r['writes_per_message']:.3f} "
               f"| {r['reads_per_message']:.3f} | {bound:.1f} | {r['mps'] / bound:.3f} | {r['throttled']} "
               f"| {r['duplicates']} | {r['unsent']} |")
+    if args.rounds > 1:
+        for cap in args.caps:
+            ratios = [r["mps"] / bound for c, _, r, bound in rows if c == cap]
+            print(f"cap {cap}: median ratio {statistics.median(ratios):.3f} of {len(ratios)} rounds "
+                  f"({min(ratios):.3f}–{max(ratios):.3f})")
     print("bound = min(cap, store capacity / writes per message); capacity: the sender's claim and checkpoint "
           f"writes from {config.max_in_flight} threads, closed loop, mean of a probe just before and one just after each run; "
           f"calls per message: counted by the store during the run. Function logs: {LOG}")

@@ -13,7 +13,8 @@ from campaigns.config import Settings
 from campaigns.models import Shard
 
 SETTINGS = Settings(lease_seconds=30)
-OPS = ["start", "acquire", "acquire_again", "renew", "release", "expire_and_take_over", "fail_and_take_over"]
+OPS = ["start", "acquire", "acquire_again", "renew", "release", "expire_and_take_over", "fail_and_take_over",
+       "request_halt"]
 
 
 def new_shard() -> str:
@@ -55,6 +56,13 @@ def test_one_holder_at_a_time_and_the_generation_only_grows(table, ops):
                 leases.renew(current, SETTINGS)
             except leases.LeaseLost:
                 assert Shard.get(*Shard.key(campaign_id, 0), consistent_read=True).lease_owner != current.owner
+            except leases.HaltRequested as request:
+                # Refused with the lease still its own: it looks from the new count and renews.
+                assert request.halts > current.halts_seen and current.usable()
+                current.halts_seen = request.halts
+                leases.renew(current, SETTINGS)
+        elif op == "request_halt":
+            leases.request_halt(campaign_id, [0])  # a pause or cancel: it changes no holder
         elif op == "release" and holders:
             changed = leases.release(holders[-1], due_at=None)
         elif op == "expire_and_take_over":
@@ -76,7 +84,7 @@ def test_one_holder_at_a_time_and_the_generation_only_grows(table, ops):
         gen = gen_of(campaign_id)
         assert gen > last_gen if changed else gen == last_gen, (op, gen, last_gen)
         last_gen = gen
-        # Every holder but the newest is fenced: its heartbeat fails.
+        # Every holder but the newest is fenced: its heartbeat fails, whatever halt it has not seen.
         for stale in holders[:-1]:
             try:
                 leases.renew(stale, SETTINGS)

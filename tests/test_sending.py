@@ -79,3 +79,59 @@ def test_a_store_error_in_the_heartbeat_fails_the_batch_once_its_sends_are_check
     statuses = Counter(r.status for r in recipients(campaign))
     assert statuses["sending"] == 0  # every claim got its checkpoint before the batch failed
     assert 0 < statuses["sent"] == stack.fake.stats()["accepted"] < 200
+
+
+def _batch_with_a_hook_after_renewal(make_stack, monkeypatch, recipients_count: int, after: int, hook):
+    """Run one batch in this process; `hook` runs on the heartbeat thread right after renewal
+    number `after` landed. Returns the batch's report, the renewals made, and the stack."""
+    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
+    campaign = new_campaign(recipients_count)  # one shard, at 80 mps: several seconds of heartbeats
+    events: list[dict] = []
+    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: events.append(event) or True)
+    service.send(campaign.id, settings())
+    renew, renewals = leases.renew, []
+
+    def hooked_renew(lease, *args, **kwargs):
+        renew(lease, *args, **kwargs)
+        renewals.append(stack.fake.stats()["accepted"])  # sends the fake had when this one landed
+        if len(renewals) == after:
+            hook(campaign)
+
+    monkeypatch.setattr(leases, "renew", hooked_renew)
+    report = sender.run_batch(events[0], lambda: 60.0, settings())
+    return report, renewals, campaign, stack
+
+
+def test_a_pause_reaches_the_batch_at_its_next_renewal(make_stack, monkeypatch):
+    """pause writes the status, then a halt request on each shard: the next renewal is refused,
+    and the batch looks at its campaign then (it does not read it every heartbeat)."""
+    report, renewals, campaign, stack = _batch_with_a_hook_after_renewal(
+        make_stack, monkeypatch, 400, after=2, hook=lambda campaign: service.pause(campaign.id))
+    assert report["outcome"] == "halted"
+    # The refused renewal raised (not counted), its retry landed, the look saw the pause: one more.
+    assert len(renewals) == 3 < sender.STATUS_LOOK_EVERY
+    assert 0 < stack.fake.stats()["accepted"] < 400
+    assert status(campaign)["status"] == "paused"
+    assert status(campaign)["counts"]["sent"] == stack.fake.stats()["accepted"]  # progress flushed
+
+
+def test_a_pause_that_died_before_its_halt_request_is_seen_at_the_periodic_look(make_stack, monkeypatch):
+    """The state a pause leaves when its API call dies between the status and the halt requests."""
+    report, renewals, campaign, stack = _batch_with_a_hook_after_renewal(
+        make_stack, monkeypatch, 1200, after=1, hook=lambda campaign: service._transition(campaign.id, "pause"))
+    assert report["outcome"] == "halted"
+    assert len(renewals) == sender.STATUS_LOOK_EVERY  # the first look after the status was written
+    assert stack.fake.stats()["accepted"] < 1200
+    assert audit(campaign, stack.fake)["duplicates"] == {}
+
+
+def test_a_pause_undone_by_a_resume_before_the_batch_looked_does_not_stop_it(make_stack, monkeypatch):
+    def pause_and_resume(campaign):
+        service.pause(campaign.id)
+        service.resume(campaign.id, settings())  # the shard is held: resume leaves it to this batch
+
+    report, renewals, campaign, stack = _batch_with_a_hook_after_renewal(
+        make_stack, monkeypatch, 200, after=1, hook=pause_and_resume)
+    assert report["outcome"] == "done" and report["sent"] == 200
+    assert status(campaign)["status"] == "completed"
+    assert audit(campaign, stack.fake)["duplicates"] == {}

@@ -10,6 +10,11 @@ Every change of holder is a conditional write on the shard item that bumps `leas
            anyone else holds the lease;
   release  the holder lets go (paused, nothing to do until a time, or finished).
 
+A person's pause or cancel reaches the holder through the same write: after the campaign's
+status, `request_halt` bumps `halt_requests` on each of its shards, and a renewal is conditioned
+on the count the holder last saw. A refused renewal that still finds the lease ours is a halt
+request (HaltRequested): the holder reads its campaign's status then, rather than every heartbeat.
+
 A batch marks the shard `dirty_since` when it acquires and clears it when it lets go with its
 counters flushed (release, hand_off): the next holder that finds the mark knows its predecessor
 died with counter deltas unflushed, and recounts the shard.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pynamodb.exceptions import UpdateError
@@ -33,6 +39,15 @@ from .models import DUE_SHARD, Shard, update_without_read_back
 
 class LeaseLost(Exception):
     """Somebody else holds the shard's lease now: stop sending at once."""
+
+
+class HaltRequested(Exception):
+    """The renewal was refused, the lease still ours: a halt was requested since the holder last
+    looked at its campaign. `halts` is the count to look from."""
+
+    def __init__(self, halts: int):
+        super().__init__(f"halt requested ({halts})")
+        self.halts = halts
 
 
 def new_token() -> str:
@@ -54,6 +69,8 @@ class Lease:
     send_deadline: float = field(default=0.0)
     # The previous holder died without flushing its counters (see Shard.dirty_since).
     predecessor_died: bool = False
+    # Shard.halt_requests as of the holder's last look at its campaign's status.
+    halts_seen: int = 0
 
     def usable(self) -> bool:
         return time.monotonic() < self.send_deadline
@@ -82,12 +99,18 @@ def free_or_expired(now: float) -> Condition:
     return Shard.lease_owner.does_not_exist() | (Shard.lease_expires < now)
 
 
-def held_by(owner: str) -> Condition:
-    return Shard.lease_owner == owner
+def held_under(lease: Lease) -> Condition:
+    return (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen)
 
 
 def token_is(token: str) -> Condition:
     return Shard.lease_token == token
+
+
+def _halts_are(count: int) -> Condition:
+    if count == 0:  # shards written before halt requests existed have no count: that reads as 0
+        return (Shard.halt_requests == 0) | Shard.halt_requests.does_not_exist()
+    return Shard.halt_requests == count
 
 
 def hand_to(
@@ -142,12 +165,17 @@ def acquire(campaign_id: str, shard: int, token: str, settings: Settings) -> tup
         return None
     lease = Lease(campaign_id, shard, owner, int(item.lease_gen), expires)
     lease.predecessor_died = float(item.dirty_since) < now
+    lease.halts_seen = int(item.halt_requests or 0)  # the batch reads its campaign's status next
     lease.send_deadline = started + settings.lease_seconds - settings.lease_safety_seconds
     return lease, item
 
 
 def renew(lease: Lease, settings: Settings, extra_actions: list | None = None) -> None:
-    """Heartbeat: extend the lease and write `extra_actions` (counters, cursor) under its fence."""
+    """Heartbeat: extend the lease and write `extra_actions` (counters, cursor) under its fence.
+
+    Raises LeaseLost once anyone else holds the shard, HaltRequested if a halt was requested
+    since `lease.halts_seen` (nothing is written then: the holder looks, and renews again).
+    """
     started = time.monotonic()
     now = time.time()
     expires = now + settings.lease_seconds
@@ -159,9 +187,12 @@ def renew(lease: Lease, settings: Settings, extra_actions: list | None = None) -
             Shard.heartbeat_at.set(now),
             *(extra_actions or []),
         ],
-        (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen),
+        held_under(lease) & _halts_are(lease.halts_seen),
     )
     if not ok:
+        item = Shard.get(*Shard.key(lease.campaign_id, lease.shard), consistent_read=True)
+        if item.lease_owner == lease.owner and int(item.lease_gen) == lease.gen:
+            raise HaltRequested(int(item.halt_requests or 0))
         lease.send_deadline = 0.0
         raise LeaseLost(f"shard {lease.shard} of {lease.campaign_id} is no longer held by this batch")
     lease.expires = expires
@@ -185,7 +216,7 @@ def release(lease: Lease, due_at: float | None, extra_actions: list | None = Non
     return _update(
         _shard(lease.campaign_id, lease.shard),
         actions,
-        (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen),
+        held_under(lease),
     )
 
 
@@ -205,5 +236,12 @@ def hand_off(lease: Lease, token: str, settings: Settings, extra_actions: list |
             Shard.dirty_since.remove(),
             *(extra_actions or []),
         ],
-        (Shard.lease_owner == lease.owner) & (Shard.lease_gen == lease.gen),
+        held_under(lease),
     )
+
+
+def request_halt(campaign_id: str, shards: Iterable[int]) -> None:
+    """Ask whoever holds these shards to look at their campaign's status now (after a pause or
+    cancel wrote it): their next renewal is refused with HaltRequested."""
+    for shard in shards:
+        _update(_shard(campaign_id, shard), [Shard.halt_requests.add(1)], Shard.campaign_id.exists())

@@ -164,6 +164,8 @@ class Shard(Model):
     last_error = UnicodeAttribute(null=True)
     heartbeat_at = NumberAttribute(null=True)
     finished_at = NumberAttribute(null=True)
+    # Bumped by every pause or cancel after it wrote the campaign's status (lease.request_halt).
+    halt_requests = NumberAttribute(null=True)
 
     due = DueIndex()
 

@@ -38,6 +38,10 @@ from .states import CampaignStatus
 from .states import RecipientStatus as R
 from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
 
+# Heartbeats between two looks at the campaign's status when no halt was requested: the bound on
+# how long a pause whose request never reached the shards (its API call died in between) goes unseen.
+STATUS_LOOK_EVERY = 10
+
 
 class Stop(StrEnum):
     DONE = "done"  # no recipient of the shard is open any more
@@ -164,6 +168,7 @@ class ShardBatch:
         self.stop: Stop | None = None
         self.next_heartbeat = 0.0
         self.heartbeat_pending = False  # a heartbeat is on its way; its Beat has not been applied
+        self.heartbeat_count = 0  # heartbeats started so far (the heartbeat thread's own count)
         self.heartbeat_error: Exception | None = None
         self._beats: ThreadPoolExecutor | None = None
 
@@ -440,6 +445,7 @@ class ShardBatch:
             self.halt_reason = reason
             paused = _pause_campaign(self.campaign_id, reason)
             if paused:
+                leases.request_halt(self.campaign_id, range(int(self.campaign.shard_count)))
                 count(Metric.CAMPAIGNS_PAUSED_FATAL)
                 logger.error("campaign paused by a fatal Graph error", extra={**self._where(), "reason": reason})
 
@@ -475,16 +481,38 @@ class ShardBatch:
         self._beats.submit(self._beat, actions)
 
     def _beat(self, actions: list) -> None:
-        """The heartbeat thread: renew the lease with the progress, then read the campaign's status."""
+        """The heartbeat thread: renew the lease with the progress; see whether the campaign halted."""
         try:
-            leases.renew(self.lease, self.settings, actions)
-            status = Campaign.get(*Campaign.key(self.campaign_id), attributes_to_get=["status"]).status
-            beat = Beat(halted=status != CampaignStatus.SENDING)
+            beat = Beat(halted=self._renew_and_look(actions))
         except leases.LeaseLost:
             beat = Beat(lease_lost=True)
         except Exception as error:  # handed to the main loop, raised there
             beat = Beat(error=error)
         self.results.put(beat)
+
+    def _renew_and_look(self, actions: list) -> bool:
+        """Renew; True if the campaign is no longer sending.
+
+        The campaign is read only after a pause or cancel asked for it (lease.request_halt), and
+        every STATUS_LOOK_EVERY-th heartbeat in case one died between its status and its request:
+        a heartbeat is one call to the store, not two.
+        """
+        self.heartbeat_count += 1
+        look = self.heartbeat_count % STATUS_LOOK_EVERY == 0
+        while True:
+            try:
+                leases.renew(self.lease, self.settings, actions)
+                break
+            except leases.HaltRequested as request:
+                # Renewed again under the new count (the progress must land), then the look: the
+                # status the request announces was written before it.
+                self.lease.halts_seen = request.halts
+                look = True
+        if not look:
+            return False
+        # Consistent: an eventually consistent read could still answer `sending` after the request.
+        campaign = Campaign.get(*Campaign.key(self.campaign_id), consistent_read=True, attributes_to_get=["status"])
+        return campaign.status != CampaignStatus.SENDING
 
     def _apply_beat(self, beat: Beat) -> None:
         self.heartbeat_pending = False

@@ -273,11 +273,18 @@ def start_scheduled(campaign_id: str, settings: Settings) -> bool:
 
 
 def pause(campaign_id: str) -> Campaign:
-    return _transition(campaign_id, "pause", [Campaign.paused_reason.set("paused by request")])
+    return _halting(_transition(campaign_id, "pause", [Campaign.paused_reason.set("paused by request")]))
 
 
 def cancel(campaign_id: str) -> Campaign:
-    return _transition(campaign_id, "cancel", [Campaign.due_kind.remove(), Campaign.due_at.remove()])
+    return _halting(_transition(campaign_id, "cancel", [Campaign.due_kind.remove(), Campaign.due_at.remove()]))
+
+
+def _halting(campaign: Campaign) -> Campaign:
+    """The status is written: ask the batches holding its shards to look at it now, not at their
+    next periodic look (ShardBatch._renew_and_look)."""
+    leases.request_halt(campaign.id, range(int(campaign.shard_count)))
+    return campaign
 
 
 def resume(campaign_id: str, settings: Settings) -> Campaign:
