@@ -6,8 +6,9 @@ import contextlib
 from collections import Counter
 
 import pytest
+from pynamodb.exceptions import UpdateError
 
-from campaigns import invoker, sender, service
+from campaigns import invoker, ledger, sender, service
 from campaigns import lease as leases
 from campaigns.config import settings
 from tests.helpers import audit, new_campaign, recipients, status, wait_until
@@ -134,4 +135,29 @@ def test_a_pause_undone_by_a_resume_before_the_batch_looked_does_not_stop_it(mak
         make_stack, monkeypatch, 200, after=1, hook=pause_and_resume)
     assert report["outcome"] == "done" and report["sent"] == 200
     assert status(campaign)["status"] == "completed"
+    assert audit(campaign, stack.fake)["duplicates"] == {}
+
+
+def test_a_claim_the_store_did_not_answer_is_retried_not_left_in_doubt(make_stack, monkeypatch):
+    """A claim whose answer never came (a store timeout): nothing was sent, so nothing may be lost."""
+    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
+    campaign = new_campaign(60)
+    events: list[dict] = []
+    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: events.append(event) or True)
+    service.send(campaign.id, settings())
+    claim, unanswered = ledger.claim, []
+
+    def claim_with_lost_answers(rec, owner, now):
+        if rec.seq in (5, 6) and rec.seq not in unanswered:
+            unanswered.append(rec.seq)
+            if rec.seq == 5:
+                claim(rec, owner, now)  # it lands, its answer is lost; seq 6's never reaches the store
+            raise UpdateError("Failed to update item: Read timeout on endpoint URL")
+        return claim(rec, owner, now)
+
+    monkeypatch.setattr(ledger, "claim", claim_with_lost_answers)
+    report = sender.run_batch(events[0], lambda: 60.0, settings())
+    assert unanswered == [5, 6]
+    assert report["outcome"] == "done" and report["sent"] == 60
+    assert Counter(r.status for r in recipients(campaign)) == {"sent": 60}
     assert audit(campaign, stack.fake)["duplicates"] == {}

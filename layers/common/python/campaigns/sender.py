@@ -321,7 +321,11 @@ class ShardBatch:
 
     def _send_one(self, rec: Recipient) -> Result:
         owner = self.lease.owner
-        if not ledger.claim(rec, owner, time.time()):
+        try:
+            claimed = ledger.claim(rec, owner, time.time())
+        except Exception as error:  # the store did not answer (a timeout, an error after its retries)
+            return self._claim_unanswered(rec, owner, error)
+        if not claimed:
             return Result(rec, "lost", reason="claimed elsewhere")
         # The send slot is taken after the claim, right before the POST: the claim's own latency
         # then cannot bunch POSTs together and push one second's sends over the provider's limit.
@@ -333,6 +337,23 @@ class ShardBatch:
         payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
         response = self._whatsapp().send_template(self.campaign.phone_number_id, payload)
         return self._checkpoint(rec, owner, response)
+
+    def _claim_unanswered(self, rec: Recipient, owner: str, error: Exception) -> Result:
+        """Nothing was sent, whether or not the claim landed: give the recipient back and retry it.
+
+        Left claimed, a takeover could only call it in doubt, and under the default policy a
+        recipient never sent would never be. The undo is conditioned on our own claim: if the
+        claim never landed it changes nothing, and the recipient is still pending.
+        """
+        logger.warning("a claim went unanswered; retried later",
+                       extra={**self._where(), "seq": rec.seq, "error": str(error)})
+        retry_at = time.time() + backoff_delay(0, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
+        try:
+            ledger.unclaim(rec, owner, retry_at, count_attempt=False)
+        except Exception:  # the store is still not answering: the claim stays for a takeover to settle
+            logger.exception("undoing an unanswered claim failed", extra={**self._where(), "seq": rec.seq})
+            return Result(rec, "lost", reason=f"claim unanswered: {error}")
+        return Result(rec, "retry", retry_at=retry_at, error_class=ErrorClass.RETRYABLE)
 
     def _checkpoint(self, rec: Recipient, owner: str, response: SendResult) -> Result:
         now = time.time()
