@@ -526,7 +526,8 @@ class ShardBatch:
                 break
             except leases.HaltRequested as request:
                 # Renewed again under the new count (the progress must land), then the look: the
-                # status the request announces was written before it.
+                # status the request announces was written before it. Each refusal is a newer
+                # request (the count only grows), so this ends once people stop pausing.
                 self.lease.halts_seen = request.halts
                 look = True
         if not look:
