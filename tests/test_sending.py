@@ -84,7 +84,8 @@ def test_a_store_error_in_the_heartbeat_fails_the_batch_once_its_sends_are_check
 
 def _batch_with_a_hook_after_renewal(make_stack, monkeypatch, recipients_count: int, after: int, hook):
     """Run one batch in this process; `hook` runs on the heartbeat thread right after renewal
-    number `after` landed. Returns the batch's report, the renewals made, and the stack."""
+    number `after` landed. Returns the batch's report, the renewals that landed (the sends the fake
+    had by each), the campaign and the stack."""
     stack = make_stack(fake_latency_ms=5, with_scheduler=False)
     campaign = new_campaign(recipients_count)  # one shard, at 80 mps: several seconds of heartbeats
     events: list[dict] = []
