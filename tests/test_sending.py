@@ -18,6 +18,16 @@ def completed(campaign):
     return lambda: status(campaign)["status"] == "completed"
 
 
+def _one_shard_event(make_stack, monkeypatch, recipients_count: int):
+    """A sending campaign of one shard whose batch event this test runs itself, in this process."""
+    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
+    campaign = new_campaign(recipients_count)
+    events: list[dict] = []
+    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: events.append(event) or True)
+    service.send(campaign.id, settings())  # reserves the shard for an event, which the test runs
+    return stack, campaign, events[0]
+
+
 def test_campaign_is_sent_completely_once(make_stack):
     stack = make_stack(fake_latency_ms=10)
     campaign = new_campaign(120, rate=160)  # two shards
@@ -32,11 +42,7 @@ def test_campaign_is_sent_completely_once(make_stack):
 
 def test_sends_go_on_while_a_heartbeat_waits_on_the_store(make_stack, monkeypatch):
     """The heartbeat has its own thread: a slow renewal must not stop the batch from sending."""
-    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
-    campaign = new_campaign(60)  # one shard
-    events: list[dict] = []
-    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: events.append(event) or True)
-    service.send(campaign.id, settings())  # reserves the shard for an event, which this test runs itself
+    stack, campaign, event = _one_shard_event(make_stack, monkeypatch, 60)
 
     renew, sent_while_renewing = leases.renew, []
 
@@ -52,7 +58,7 @@ def test_sends_go_on_while_a_heartbeat_waits_on_the_store(make_stack, monkeypatc
         return renew(lease, *args, **kwargs)
 
     monkeypatch.setattr(leases, "renew", slow_renew)
-    report = sender.run_batch(events[0], lambda: 60.0, settings())
+    report = sender.run_batch(event, lambda: 60.0, settings())
     assert report["outcome"] == "done" and report["sent"] == 60
     assert sent_while_renewing[0] >= 10  # the first heartbeat starts before the first send
     assert status(campaign)["status"] == "completed"
@@ -60,11 +66,7 @@ def test_sends_go_on_while_a_heartbeat_waits_on_the_store(make_stack, monkeypatc
 
 
 def test_a_store_error_in_the_heartbeat_fails_the_batch_once_its_sends_are_checkpointed(make_stack, monkeypatch):
-    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
-    campaign = new_campaign(200)
-    events: list[dict] = []
-    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: events.append(event) or True)
-    service.send(campaign.id, settings())
+    stack, campaign, event = _one_shard_event(make_stack, monkeypatch, 200)
 
     renew, renewals = leases.renew, []
 
@@ -76,7 +78,7 @@ def test_a_store_error_in_the_heartbeat_fails_the_batch_once_its_sends_are_check
 
     monkeypatch.setattr(leases, "renew", failing_renew)
     with pytest.raises(RuntimeError, match="unavailable"):
-        sender.run_batch(events[0], lambda: 60.0, settings())
+        sender.run_batch(event, lambda: 60.0, settings())
     statuses = Counter(r.status for r in recipients(campaign))
     assert statuses["sending"] == 0  # every claim got its checkpoint before the batch failed
     assert 0 < statuses["sent"] == stack.fake.stats()["accepted"] < 200
@@ -86,11 +88,7 @@ def _batch_with_a_hook_after_renewal(make_stack, monkeypatch, recipients_count: 
     """Run one batch in this process; `hook` runs on the heartbeat thread right after renewal
     number `after` landed. Returns the batch's report, the renewals that landed (the sends the fake
     had by each), the campaign and the stack."""
-    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
-    campaign = new_campaign(recipients_count)  # one shard, at 80 mps: several seconds of heartbeats
-    events: list[dict] = []
-    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: events.append(event) or True)
-    service.send(campaign.id, settings())
+    stack, campaign, event = _one_shard_event(make_stack, monkeypatch, recipients_count)  # 80 mps: seconds of heartbeats
     renew, renewals = leases.renew, []
 
     def hooked_renew(lease, *args, **kwargs):
@@ -100,7 +98,7 @@ def _batch_with_a_hook_after_renewal(make_stack, monkeypatch, recipients_count: 
             hook(campaign)
 
     monkeypatch.setattr(leases, "renew", hooked_renew)
-    report = sender.run_batch(events[0], lambda: 60.0, settings())
+    report = sender.run_batch(event, lambda: 60.0, settings())
     return report, renewals, campaign, stack
 
 
@@ -141,11 +139,7 @@ def test_a_pause_undone_by_a_resume_before_the_batch_looked_does_not_stop_it(mak
 
 def test_a_claim_the_store_did_not_answer_is_retried_not_left_in_doubt(make_stack, monkeypatch):
     """A claim whose answer never came (a store timeout): nothing was sent, so nothing may be lost."""
-    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
-    campaign = new_campaign(60)
-    events: list[dict] = []
-    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: events.append(event) or True)
-    service.send(campaign.id, settings())
+    stack, campaign, event = _one_shard_event(make_stack, monkeypatch, 60)
     claim, unanswered = ledger.claim, []
 
     def claim_with_lost_answers(rec, owner, now):
@@ -157,7 +151,7 @@ def test_a_claim_the_store_did_not_answer_is_retried_not_left_in_doubt(make_stac
         return claim(rec, owner, now)
 
     monkeypatch.setattr(ledger, "claim", claim_with_lost_answers)
-    report = sender.run_batch(events[0], lambda: 60.0, settings())
+    report = sender.run_batch(event, lambda: 60.0, settings())
     assert unanswered == [5, 6]
     assert report["outcome"] == "done" and report["sent"] == 60
     assert Counter(r.status for r in recipients(campaign)) == {"sent": 60}
