@@ -4,9 +4,10 @@
   DynamoDB call opens a new one; with a dozen sender processes connecting at once, the default
   queue of 128 overflowed and the kernel dropped connection attempts, which clients only retry
   a second later: every sender stalled for a second, again and again.
-- A count of the calls it answered, by operation, at GET /_local/operations: the benchmarks
-  count a run's writes and reads per message on the store's side, where every process's calls
-  arrive, instead of estimating them in one process.
+- A count of the calls it answered, and of the CPU time it spent answering them, by operation,
+  at GET /_local/operations: the benchmarks count a run's writes and reads per message on the
+  store's side, where every process's calls arrive, instead of estimating them in one process,
+  and know what a write of that very run cost the store.
 - Query results written as JSON directly. moto serialises every response by walking botocore's
   shape model value by value, about a millisecond per item a Query returns: a sender's page of
   500 recipients held the server for half a second, a stall of every other call that DynamoDB
@@ -26,31 +27,67 @@ import base64
 import json
 import os
 import threading
+import time
 from collections import Counter
 
 LISTEN_QUEUE = 4096
 COUNTS_PATH = "/_local/operations"
 
 
-class CountingApp:
-    """Counts each call by its X-Amz-Target operation (e.g. `UpdateItem`), then lets moto answer it."""
+class Usage:
+    """The calls answered and the CPU seconds spent on them, by X-Amz-Target operation (e.g.
+    `UpdateItem`); with the whole process's CPU seconds, which also count what no call is
+    charged for (accepting connections, starting their threads)."""
 
-    def __init__(self, app):
-        self.app = app
-        self.counts: Counter = Counter()
+    def __init__(self):
+        self.calls: Counter = Counter()
+        self.cpu_seconds: Counter = Counter()
         self._lock = threading.Lock()
 
+    def record(self, operation: str, cpu_seconds: float) -> None:
+        with self._lock:
+            self.calls[operation] += 1
+            self.cpu_seconds[operation] += cpu_seconds
+
+    def as_json(self) -> bytes:
+        with self._lock:
+            return json.dumps({"calls": self.calls, "cpu_seconds": self.cpu_seconds,
+                               "process_cpu_seconds": time.process_time()}).encode()
+
+
+class UsageApp:
+    """Answers GET /_local/operations with the usage so far; every other request is moto's."""
+
+    def __init__(self, app, usage: Usage):
+        self.app = app
+        self.usage = usage
+
     def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == COUNTS_PATH:
-            with self._lock:
-                body = json.dumps(dict(self.counts)).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target:
-            with self._lock:
-                self.counts[target.rsplit(".", 1)[-1]] += 1
-        return self.app(environ, start_response)
+        if environ.get("PATH_INFO") != COUNTS_PATH:
+            return self.app(environ, start_response)
+        body = self.usage.as_json()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def metered(handler_class, usage: Usage):
+    """`handler_class` recording each DynamoDB call in `usage` with the CPU time of the thread that
+    served it: reading the request, moto's answer, writing it out (werkzeug closes every connection
+    after one response, so a connection is a call). Thread CPU time, not wall time: waiting for
+    the GIL or the network is not the call's cost."""
+
+    class Metered(handler_class):
+        def handle(self):
+            started = time.thread_time()
+            try:
+                super().handle()
+            finally:
+                headers = getattr(self, "headers", None)  # none if the client left before a request
+                target = headers.get("X-Amz-Target", "") if headers else ""
+                if target:
+                    usage.record(target.rsplit(".", 1)[-1], time.thread_time() - started)
+
+    return Metered
 
 
 # Operations whose results are written by `lean_json` rather than by moto's serializer.
@@ -97,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     BaseWSGIServer.request_queue_size = LISTEN_QUEUE
     DynamoResult.execute_result = lean_json(DynamoResult.execute_result)
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(args.host, args.port, CountingApp(app), threaded=True, request_handler=MotoRequestHandler)
+    usage = Usage()
+    run_simple(args.host, args.port, UsageApp(app, usage), threaded=True,
+               request_handler=metered(MotoRequestHandler, usage))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import boto3
 import requests
@@ -28,6 +29,20 @@ def free_port() -> int:
 def port_in_use(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """What the local store did: calls answered and CPU seconds spent on them, by operation, and
+    the CPU seconds of its whole process."""
+
+    calls: Counter
+    cpu_seconds: Counter
+    process_cpu_seconds: float
+
+    def __sub__(self, earlier: StoreUsage) -> StoreUsage:
+        return StoreUsage(self.calls - earlier.calls, self.cpu_seconds - earlier.cpu_seconds,
+                          self.process_cpu_seconds - earlier.process_cpu_seconds)
 
 
 class MotoServer:
@@ -57,9 +72,15 @@ class MotoServer:
                 time.sleep(0.05)  # waiting for another process to bind its port: nothing to wait on
         raise RuntimeError(f"moto server did not answer on {self.url} within {timeout}s")
 
-    def operation_counts(self) -> Counter:
-        """The calls the server has answered so far, by operation (local/moto_server.py counts them)."""
-        return Counter(requests.get(f"{self.url}{COUNTS_PATH}", timeout=10).json())
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def usage(self) -> StoreUsage:
+        """The calls the server has answered so far, and its CPU time on them, by operation
+        (local/moto_server.py counts them)."""
+        answer = requests.get(f"{self.url}{COUNTS_PATH}", timeout=10).json()
+        return StoreUsage(Counter(answer["calls"]), Counter(answer["cpu_seconds"]), answer["process_cpu_seconds"])
 
     def reset(self) -> None:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()

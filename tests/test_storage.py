@@ -8,15 +8,17 @@ from campaigns import ledger
 from campaigns.models import Recipient, recipient_sk
 
 
-def test_the_server_counts_the_calls_it_answers_by_operation(moto_server, table):
-    before = moto_server.operation_counts()
+def test_the_server_counts_the_calls_it_answers_and_their_cpu_time_by_operation(moto_server, table):
+    before = moto_server.usage()
     rec = Recipient("CAMPAIGN#c#SHARD#0", recipient_sk(1), phone="919800000001", import_id="i")
     rec.save()
     assert ledger.claim(rec, "batch", time.time())
     assert not ledger.claim(rec, "other", time.time())  # refused calls are answered, and counted, too
     Recipient.get(rec.PK, rec.SK)
-    counted = moto_server.operation_counts() - before
-    assert counted == {"PutItem": 1, "UpdateItem": 2, "GetItem": 1}
+    used = moto_server.usage() - before
+    assert used.calls == {"PutItem": 1, "UpdateItem": 2, "GetItem": 1}
+    assert set(used.cpu_seconds) == set(used.calls)  # each answer took some of the server's CPU
+    assert used.process_cpu_seconds >= sum(used.cpu_seconds.values())
 
 
 
