@@ -7,7 +7,7 @@ status webhooks (`sent` → `delivered` → `read`, or `sent` → `failed`) to a
 What makes it useful for crash tests is *when* it records a send: on arrival, before the simulated latency,
 like the real API. A client killed while waiting for the response has still sent, and the fake says so.
 `stats()["in_flight"]` counts requests whose response is not written yet, so a test can wait for "recorded,
-response pending" and kill the client exactly there.
+response pending" and kill the client exactly there; `peak_in_flight` is the most there were at once.
 
 Behaviour knobs (constructor keywords, `configure()`, `POST /_fake/config`), checked per request in this order:
 token (401/190) → fatal_code → body shape (400/100) → rate_cap_mps (130429) → reject_numbers → fail_ratio.
@@ -549,6 +549,7 @@ class FakeGraph:
                 "rejected": len(self._rejected),
                 "by_code": {str(code): count for code, count in sorted(self._by_code.items())},
                 "in_flight": self._in_flight,
+                "peak_in_flight": self._peak_in_flight,
                 "duplicates": self._duplicates,
                 "duplicate_keys": self._duplicate_keys,
             }
@@ -586,6 +587,7 @@ class FakeGraph:
         self._by_code: Counter[int] = Counter()
         self._times_seen: Counter[str] = Counter()
         self._duplicates = 0  # accepted sends whose key had been sent before
+        self._peak_in_flight = self._in_flight  # the most requests open at once since the reset
         self._duplicate_keys = 0  # keys sent more than once
         self._rate_windows: dict[str, deque[float]] = {}
         self._seed_draws()
@@ -600,6 +602,7 @@ class FakeGraph:
     def request_started(self) -> None:
         with self._lock:
             self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
 
     def request_finished(self) -> None:
         with self._lock:

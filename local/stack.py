@@ -42,6 +42,9 @@ class StackConfig:
     connect_timeout_seconds: float = 1.0
     read_timeout_seconds: float = 2.0
     clock_skew_seconds: float = 0.5
+    # Under production's 32: moto answers in tens of milliseconds when busy, not DynamoDB's few, so a
+    # window sized to hold the pace (ratelimit.SendWindow) would grow to its ceiling and queue every
+    # call, heartbeats too, behind its sends. The benchmarks run production's ceiling.
     max_in_flight: int = 8
     max_attempts: int = 5
     in_doubt_grace_seconds: float = 30.0

@@ -33,16 +33,18 @@ def port_in_use(port: int) -> bool:
 
 @dataclass(frozen=True)
 class StoreUsage:
-    """What the local store did: calls answered and CPU seconds spent on them, by operation, and
-    the CPU seconds of its whole process."""
+    """What the local store did: calls answered and CPU seconds spent on them, by operation, the
+    CPU seconds of its whole process, and when the server counted (epoch seconds; of a
+    difference, the later count's)."""
 
     calls: Counter
     cpu_seconds: Counter
     process_cpu_seconds: float
+    taken_at: float
 
     def __sub__(self, earlier: StoreUsage) -> StoreUsage:
         return StoreUsage(self.calls - earlier.calls, self.cpu_seconds - earlier.cpu_seconds,
-                          self.process_cpu_seconds - earlier.process_cpu_seconds)
+                          self.process_cpu_seconds - earlier.process_cpu_seconds, self.taken_at)
 
 
 class MotoServer:
@@ -80,7 +82,8 @@ class MotoServer:
         """The calls the server has answered so far, and its CPU time on them, by operation
         (local/moto_server.py counts them)."""
         answer = requests.get(f"{self.url}{COUNTS_PATH}", timeout=10).json()
-        return StoreUsage(Counter(answer["calls"]), Counter(answer["cpu_seconds"]), answer["process_cpu_seconds"])
+        return StoreUsage(Counter(answer["calls"]), Counter(answer["cpu_seconds"]), answer["process_cpu_seconds"],
+                          answer["taken_at"])
 
     def reset(self) -> None:
         requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()

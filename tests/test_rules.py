@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from campaigns.config import Settings
 from campaigns.graph_errors import ErrorClass, classify
 from campaigns.observability import mask_phone
-from campaigns.ratelimit import RateLimiter, backoff_delay
+from campaigns.ratelimit import RateLimiter, SendWindow, backoff_delay
 from campaigns.sender import ReadAhead
 from campaigns.states import (
     CAMPAIGN_ACTIONS,
@@ -127,6 +127,42 @@ def test_limiter_halves_on_throttling_at_most_once_a_second_and_earns_it_back():
     for _ in range(10_000):
         limiter.succeeded()
     assert limiter.rate == 80
+
+
+def test_limiter_acquire_reports_the_wait_for_its_slot():
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    assert limiter.acquire() == 0.0
+    assert limiter.acquire() == pytest.approx(0.1)
+
+
+def test_send_window_holds_the_pace_by_littles_law():
+    window = SendWindow(ceiling=32)
+    for _ in range(200):
+        window.observe(0.25)  # a slow provider: a send's claim, POST and checkpoint take 250 ms
+    assert window.work_seconds == pytest.approx(0.25)
+    assert window.size(rate=40) == 14  # 40/s × 0.25 s = 10 busy slots, a quarter more, plus one
+    assert window.size(rate=4) == 3  # a slow campaign keeps few recipients claimed ahead
+    assert window.size(rate=400) == 32  # never past MAX_IN_FLIGHT: the in-doubt bound per kill
+
+
+def test_send_window_follows_the_work_time_as_it_changes():
+    window = SendWindow(ceiling=64)
+    for _ in range(200):
+        window.observe(0.05)
+    fast = window.size(rate=60)  # 60/s × 0.05 s × 1.25 = 3.75 → 4, plus one
+    for _ in range(200):
+        window.observe(0.42)
+    assert (fast, window.size(rate=60)) == (5, 33)  # 60/s × 0.42 s × 1.25 = 31.5 → 32, plus one
+
+
+@given(st.lists(st.floats(min_value=0, max_value=30), max_size=50), st.floats(min_value=0, max_value=2000),
+       st.integers(min_value=1, max_value=64))
+def test_send_window_is_never_empty_nor_past_its_ceiling(work_times, rate, ceiling):
+    window = SendWindow(ceiling)
+    for seconds in work_times:
+        window.observe(seconds)
+    assert 1 <= window.size(rate) <= ceiling
 
 
 @given(st.integers(min_value=0, max_value=50), st.floats(min_value=0.01, max_value=5),

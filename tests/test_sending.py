@@ -40,6 +40,18 @@ def test_campaign_is_sent_completely_once(make_stack):
     assert status(campaign)["counts"]["sent"] == 120
 
 
+def test_a_slow_provider_gets_as_many_sends_in_flight_as_its_pace_needs(make_stack):
+    """At 20 mps and a second per POST, holding the pace takes ~20 sends in flight (Little's law):
+    the window grows past the 8 a fixed window allowed, and stays within MAX_IN_FLIGHT."""
+    stack = make_stack(fake_latency_ms=1000, max_in_flight=32)
+    campaign = new_campaign(100, rate=20)
+    service.send(campaign.id, settings())
+    wait_until(completed(campaign), 60, "the campaign to complete")
+    assert 8 < stack.fake.stats()["peak_in_flight"] <= 32
+    result = audit(campaign, stack.fake)
+    assert result["statuses"] == {"sent": 100} and result["duplicates"] == {}
+
+
 def test_sends_go_on_while_a_heartbeat_waits_on_the_store(make_stack, monkeypatch):
     """The heartbeat has its own thread: a slow renewal must not stop the batch from sending."""
     stack, campaign, event = _one_shard_event(make_stack, monkeypatch, 60)

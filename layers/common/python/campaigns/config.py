@@ -27,8 +27,9 @@ class Settings:
     read_timeout_seconds: float = 10.0
     # Allowance for clock skew between the sender and the recovery function.
     clock_skew_seconds: float = 2.0
-    # Sends in flight at once in one sender batch.
-    max_in_flight: int = 8
+    # The most sends in flight at once in one sender batch: the ceiling of its window (which holds
+    # the pace with as few as it can, ratelimit.SendWindow) and the most a kill leaves in doubt.
+    max_in_flight: int = 32
     # Attempts per recipient on retryable errors before it fails with the last code.
     max_attempts: int = 5
     backoff_base_seconds: float = 1.0

@@ -1,4 +1,5 @@
-"""Pacing of sends: a token bucket per shard that slows down on 130429 and recovers slowly.
+"""Pacing of sends: a token bucket per shard that slows down on 130429 and recovers slowly,
+and the window of sends in flight that holds that pace.
 
 A campaign's rate is split evenly over its shards, so together they stay under it. A
 throughput error halves the shard's pace at once (multiplicative decrease, at most once
@@ -8,6 +9,7 @@ shares a link: under a throttling provider the sender settles just below what it
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -44,10 +46,12 @@ class RateLimiter:
             self._next_free = slot + 1.0 / self.rate
             return slot - now
 
-    def acquire(self) -> None:
+    def acquire(self) -> float:
+        """Wait for the next send slot; returns how long that took."""
         wait = self.reserve()
         if wait > 0:
             self._sleep(wait)
+        return max(0.0, wait)
 
     def throttled(self) -> None:
         """The provider said 130429: halve the pace, once per second at most."""
@@ -64,6 +68,32 @@ class RateLimiter:
         with self._lock:
             if self.rate < self.target:
                 self.rate = min(self.target, self.rate + max(0.05, self.target / 200))
+
+
+class SendWindow:
+    """How many sends a shard keeps in flight: enough to hold its pace, and no more.
+
+    A send holds its slot for its own work (claim, POST, checkpoint), not counting its wait for
+    a rate slot. By Little's law, `rate` sends/s of `work` seconds each need rate × work slots;
+    the window keeps a quarter more for the spread of work times, plus one. A fixed window
+    would either starve a slow provider (8 slots hold 80 mps only while a send's work stays
+    under 100 ms) or, at a low rate, fill its slots with claimed recipients waiting for their
+    rate slot, each of them in doubt if the batch dies then. `ceiling` (MAX_IN_FLIGHT) bounds
+    the window, and with it the recipients a kill can leave in doubt.
+    """
+
+    HEADROOM = 1.25
+    WEIGHT = 0.1  # of each new work time in the running mean
+
+    def __init__(self, ceiling: int, work_seconds: float = 0.1):
+        self.ceiling = ceiling
+        self.work_seconds = work_seconds  # running mean of a send's work; a guess until sends report
+
+    def observe(self, work_seconds: float) -> None:
+        self.work_seconds += self.WEIGHT * (work_seconds - self.work_seconds)
+
+    def size(self, rate: float) -> int:
+        return max(1, min(self.ceiling, math.ceil(rate * self.work_seconds * self.HEADROOM) + 1))
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:

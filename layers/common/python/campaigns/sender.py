@@ -33,7 +33,7 @@ from .config import Settings, whatsapp_secret
 from .graph_errors import ErrorClass, classify
 from .models import Campaign, Recipient, Shard, Suppression
 from .observability import NAMESPACE, Metric, count, latency_ms, logger
-from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, backoff_delay
+from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, SendWindow, backoff_delay
 from .states import CampaignStatus
 from .states import RecipientStatus as R
 from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
@@ -61,6 +61,8 @@ class Result:
     latency_ms: float = 0.0
     error_class: ErrorClass | None = None
     reason: str = ""
+    paced_seconds: float = 0.0  # waiting for its rate slot
+    work_seconds: float = 0.0  # holding its window slot, not counting the wait for its rate slot
 
 
 @dataclass
@@ -153,6 +155,7 @@ class ShardBatch:
         self.lease: leases.Lease | None = None
         self.campaign: Campaign | None = None
         self.limiter: RateLimiter | None = None
+        self.window = SendWindow(settings.max_in_flight)
         self.results: queue.Queue[Result | Beat] = queue.Queue()
         self.in_flight = 0
         self.waiting: list[tuple[float, int, Recipient]] = []  # (retry_at, seq, rec): a heap
@@ -228,7 +231,7 @@ class ShardBatch:
             raise self.heartbeat_error  # the batch fails, as if the main loop had made the call
 
     def _dispatch(self, workers: ThreadPoolExecutor, rec: Recipient) -> None:
-        while self.in_flight >= self.settings.max_in_flight:
+        while self.in_flight >= self.window.size(self.limiter.rate):
             self._collect(timeout=None)
         if self.stop is not None:
             self._reopen(rec)
@@ -312,11 +315,13 @@ class ShardBatch:
     # -- one send (worker threads) -------------------------------------------------------------
 
     def _send_one_reporting(self, rec: Recipient) -> None:
+        started = time.monotonic()
         try:
             result = self._send_one(rec)
         except Exception as error:  # a store error: the claim stays and a takeover settles it
             logger.exception("send failed unexpectedly", extra={**self._where(), "seq": rec.seq})
             result = Result(rec, "lost", reason=str(error))
+        result.work_seconds = time.monotonic() - started - result.paced_seconds
         self.results.put(result)
 
     def _send_one(self, rec: Recipient) -> Result:
@@ -329,14 +334,16 @@ class ShardBatch:
             return Result(rec, "lost", reason="claimed elsewhere")
         # The send slot is taken after the claim, right before the POST: the claim's own latency
         # then cannot bunch POSTs together and push one second's sends over the provider's limit.
-        self.limiter.acquire()
+        paced = self.limiter.acquire()
         # Our own clock, right before the POST: a batch frozen past its lease must not send.
         if not self.lease.usable():
             ledger.unclaim(rec, owner, None, count_attempt=False)
-            return Result(rec, "lost", reason="lease expired before the send")
+            return Result(rec, "lost", reason="lease expired before the send", paced_seconds=paced)
         payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
         response = self._whatsapp().send_template(self.campaign.phone_number_id, payload)
-        return self._checkpoint(rec, owner, response)
+        result = self._checkpoint(rec, owner, response)
+        result.paced_seconds = paced
+        return result
 
     def _claim_unanswered(self, rec: Recipient, owner: str, error: Exception) -> Result:
         """Nothing was sent, whether or not the claim landed: give the recipient back and retry it.
@@ -420,6 +427,7 @@ class ShardBatch:
             self._apply_beat(result)
             return
         self.in_flight -= 1
+        self.window.observe(result.work_seconds)
         self._apply(result)
 
     def _apply(self, result: Result) -> None:
