@@ -19,7 +19,7 @@ from .states import RecipientStatus as R
 
 OUTCOME_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
 LAST_SEQ = 10**9 - 1
-SCAN_PAGE = 500  # recipients per Query page of a shard's scan
+SCAN_PAGE = 1000  # recipients per Query page of a shard's scan (well under 1 MB of items)
 
 
 def _update(rec: Recipient, actions: list, condition) -> bool:
