@@ -136,6 +136,28 @@ def test_limiter_acquire_reports_the_wait_for_its_slot():
     assert limiter.acquire() == pytest.approx(0.1)
 
 
+def test_a_send_that_leaves_late_does_not_crowd_the_second_after_its_slot():
+    """Twenty sends take their slots at 10/s; the one of the 0.9-s slot is held up 0.15 s (its
+    thread waited for the GIL) while the others leave on time. Counted at their slots alone, the
+    second from 0.95 s would hold eleven sends: one over what a sliding-second provider takes."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    slots = [clock.now + limiter.reserve() for _ in range(21)]
+    wanted = sorted((slot + (0.15 if n == 9 else 0.0), n) for n, slot in enumerate(slots))
+    left = []
+    for at, _ in wanted:
+        clock.now = max(clock.now, at)
+        while (wait := limiter.depart()) > 0:
+            clock.sleep(wait)
+        left.append(clock.now)
+    def busiest_second(times):
+        return max(sum(1 for t in times if start <= t < start + 1.0 - 1e-9) for start in times)
+
+    assert busiest_second([at for at, _ in wanted]) == 11  # leaving when the slots said
+    assert busiest_second(left) == 10
+    assert left[-1] > slots[-1]  # the second after the late send's slot waited for room
+
+
 def test_send_window_holds_the_pace_by_littles_law():
     window = SendWindow(ceiling=32)
     for _ in range(200):

@@ -13,6 +13,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 # Shards pace this far under the campaign's rate: a POST leaves a little after its slot (thread
@@ -37,6 +38,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._next_free = clock()
         self._last_decrease = float("-inf")
+        self._departures: deque[float] = deque()  # when the sends of the trailing second left
 
     def reserve(self) -> float:
         """Take the next send slot; returns how long to wait before using it."""
@@ -46,12 +48,36 @@ class RateLimiter:
             self._next_free = slot + 1.0 / self.rate
             return slot - now
 
+    def depart(self) -> float:
+        """Record a send leaving now, unless the trailing second already holds as many sends as
+        the pace allows; then how long until it does not (and nothing is recorded).
+
+        Slots are evenly spaced, but a send can leave late (its thread waited for the GIL, or
+        the process paused to collect garbage) while the next ones leave on time: the one
+        second after its slot then holds one send more than the pace, and a provider counting
+        a sliding second answers 130429. So the departures themselves are counted too.
+        """
+        with self._lock:
+            now = self._clock()
+            # A nanosecond's tolerance: a clock's float arithmetic must not leave a send waiting
+            # for an age of 0.9999999999999999 s to become a full second.
+            while self._departures and now - self._departures[0] >= 1.0 - 1e-9:
+                self._departures.popleft()
+            if len(self._departures) >= math.ceil(self.rate):
+                return 1.0 - (now - self._departures[0])  # ≥ 1 ns: a wait, never a silent 0
+            self._departures.append(now)
+            return 0.0
+
     def acquire(self) -> float:
-        """Wait for the next send slot; returns how long that took."""
+        """Wait for the next send slot and for room in the trailing second; returns how long
+        that took."""
+        started = self._clock()
         wait = self.reserve()
         if wait > 0:
             self._sleep(wait)
-        return max(0.0, wait)
+        while (wait := self.depart()) > 0:
+            self._sleep(wait)
+        return self._clock() - started
 
     def throttled(self) -> None:
         """The provider said 130429: halve the pace, once per second at most."""
