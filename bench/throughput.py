@@ -168,6 +168,7 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
         "steady_writes_per_message": _writes(in_steady) / steady_sent,
         "cpu_per_write": _cpu_per_write(in_steady),
         "store_busy": in_steady.process_cpu_seconds / (end_at - start_at),
+        "store_on_reads": sum(in_steady.cpu_seconds[op] for op in READS) / (end_at - start_at),
         "throttled": stats["by_code"].get("130429", 0),
         "duplicates": stats["duplicates"],
         "shards": int(campaign.shard_count),
@@ -206,7 +207,7 @@ COLUMNS = [  # heading, format of a result
     ("reads/msg", "{reads_per_message:.3f}"), ("steady (s)", "{steady_seconds:.0f}"),
     ("steady (mps)", "{steady_mps:.1f}"), ("store CPU/write (ms)", "{cpu_ms:.2f}"),
     ("store capacity (writes/s)", "{capacity:.0f}"), ("bound (mps)", "{bound:.1f}"), ("ratio", "{ratio:.3f}"),
-    ("store busy", "{store_busy:.2f}"), ("probe (writes/s)", "{probe:.0f}"), ("ratio to probe", "{probe_ratio:.3f}"),
+    ("store busy", "{store_busy:.2f}"), ("store on reads", "{store_on_reads:.3f}"), ("probe (writes/s)", "{probe:.0f}"), ("ratio to probe", "{probe_ratio:.3f}"),
     ("130429s", "{throttled}"), ("duplicates", "{duplicates}"), ("unsent", "{unsent}"),
 ]
 
@@ -239,7 +240,7 @@ def main() -> None:
           f"(every 2 s). bound = min(cap, store capacity / writes per message), both in the steady part, from the "
           f"store's own count of its calls and its CPU time on them; capacity = 1 / (store CPU per write), the store "
           f"alone on core {store_core}; ratio = steady mps / bound. store busy: the store process's CPU over the steady "
-          f"part. probe: the sender's claim and checkpoint writes from {config.max_in_flight} threads, closed loop, "
+          f"part; store on reads: its CPU on reads over the steady part. probe: the sender's claim and checkpoint writes from {config.max_in_flight} threads, closed loop, "
           f"mean of a probe just before and one just after the run; ratio to probe = achieved / min(cap, probe / "
           f"writes per message). Each round on an emptied store. Function logs: {LOG}")
 
