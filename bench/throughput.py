@@ -13,8 +13,11 @@ CPU time of the thread that served it):
   else on the others, as DynamoDB is not on the senders' machine. What else the store spends its
   core on (reads) and the time it idles with no call to answer are not capacity: they show as a
   ratio under 1.
-- writes per message: the writes the store answered while the campaign ran, over messages sent
-  (every sender process's heartbeats included).
+- writes per message: the writes the store answered, over messages sent (every sender process's
+  heartbeats included).
+- both over the run's steady part, between two of the store's own readings of its counts (taken
+  every 2 s): the first after the first send and the last before the last send. A run's start and
+  end (13 processes starting, checkpoints drained, leases released) write at rates of their own.
 
 So the ratio is the share of the store's core that the campaign's writes kept busy. As a
 cross-check from outside, a closed loop of the sender's own claim and checkpoint writes from as
@@ -152,6 +155,8 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
     looks.append(stack.moto.usage())
     sent_at = sorted(s["at"] for s in stack.fake.sends() if s["callback"].startswith(campaign.id))
     steady = [look for look in looks if sent_at[0] <= look.taken_at <= sent_at[-1]]
+    if len(steady) < 2:
+        raise SystemExit("the sends took under 4 s: no steady part to measure; use more --recipients")
     start_at, end_at = steady[0].taken_at, steady[-1].taken_at
     whole, in_steady = looks[-1] - looks[0], steady[-1] - steady[0]
     steady_sent = sum(1 for at in sent_at if start_at < at <= end_at)
@@ -207,7 +212,8 @@ COLUMNS = [  # heading, format of a result
     ("reads/msg", "{reads_per_message:.3f}"), ("steady (s)", "{steady_seconds:.0f}"),
     ("steady (mps)", "{steady_mps:.1f}"), ("store CPU/write (ms)", "{cpu_ms:.2f}"),
     ("store capacity (writes/s)", "{capacity:.0f}"), ("bound (mps)", "{bound:.1f}"), ("ratio", "{ratio:.3f}"),
-    ("store busy", "{store_busy:.2f}"), ("store on reads", "{store_on_reads:.3f}"), ("probe (writes/s)", "{probe:.0f}"), ("ratio to probe", "{probe_ratio:.3f}"),
+    ("store busy", "{store_busy:.2f}"), ("store on reads", "{store_on_reads:.3f}"),
+    ("probe (writes/s)", "{probe:.0f}"), ("ratio to probe", "{probe_ratio:.3f}"),
     ("130429s", "{throttled}"), ("duplicates", "{duplicates}"), ("unsent", "{unsent}"),
 ]
 
@@ -240,8 +246,8 @@ def main() -> None:
           f"(every 2 s). bound = min(cap, store capacity / writes per message), both in the steady part, from the "
           f"store's own count of its calls and its CPU time on them; capacity = 1 / (store CPU per write), the store "
           f"alone on core {store_core}; ratio = steady mps / bound. store busy: the store process's CPU over the steady "
-          f"part; store on reads: its CPU on reads over the steady part. probe: the sender's claim and checkpoint writes from {config.max_in_flight} threads, closed loop, "
-          f"mean of a probe just before and one just after the run; ratio to probe = achieved / min(cap, probe / "
+          f"part; store on reads: its CPU on reads over the steady part. probe: the sender's claim and checkpoint "
+          f"writes from {config.max_in_flight} threads, closed loop, mean of a probe just before and one just after the run; ratio to probe = achieved / min(cap, probe / "
           f"writes per message). Each round on an emptied store. Function logs: {LOG}")
 
 
