@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 
@@ -156,6 +157,22 @@ def test_a_send_that_leaves_late_does_not_crowd_the_second_after_its_slot():
     assert busiest_second([at for at, _ in wanted]) == 11  # leaving when the slots said
     assert busiest_second(left) == 10
     assert left[-1] > slots[-1]  # the second after the late send's slot waited for room
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=60), st.sampled_from([1, 5, 10, 20.5]))
+def test_however_late_sends_leave_no_second_holds_more_than_the_pace(delays, rate):
+    """Each send is held up by its own delay after its slot (threads, pauses): the departures
+    still never put more than the pace's sends (rounded up) in any one second."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
+    slots = [clock.now + limiter.reserve() for _ in delays]
+    left = []
+    for at in sorted(slot + delay for slot, delay in zip(slots, delays, strict=True)):
+        clock.now = max(clock.now, at)
+        while (wait := limiter.depart()) > 0:
+            clock.sleep(wait)
+        left.append(clock.now)
+    assert all(sum(1 for t in left if start <= t < start + 1.0 - 1e-9) <= math.ceil(rate) for start in left)
 
 
 def test_send_window_holds_the_pace_by_littles_law():
