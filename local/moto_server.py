@@ -7,7 +7,8 @@
 - A count of the calls it answered, and of the CPU time it spent answering them, by operation,
   at GET /_local/operations: the benchmarks count a run's writes and reads per message on the
   store's side, where every process's calls arrive, instead of estimating them in one process,
-  and know what a write of that very run cost the store.
+  and know what a write of that very run cost the store. moto's request handler is subclassed
+  only to time each call's thread (`metered`).
 - Query results written as JSON directly. moto serialises every response by walking botocore's
   shape model value by value, about a millisecond per item a Query returns: a sender's page of
   500 recipients held the server for half a second, a stall of every other call that DynamoDB
@@ -15,7 +16,7 @@
   {type: value} maps first), so `json.dumps` writes the same body; tests/test_storage.py checks
   that answers are equal to moto's own.
 
-Everything else is moto's own application, request handler and threaded werkzeug server.
+Everything else is moto's own application, request handling and threaded werkzeug server.
 
     python -m local.moto_server -H 127.0.0.1 -p 5000
 """

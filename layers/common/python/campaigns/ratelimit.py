@@ -99,7 +99,7 @@ class RateLimiter:
 class SendWindow:
     """How many sends a shard keeps in flight: enough to hold its pace, and no more.
 
-    A send holds its slot for its own work (claim, POST, checkpoint), not counting its wait for
+    A send holds a slot from its claim to its checkpoint; its work is that time less its wait for
     a rate slot. By Little's law, `rate` sends/s of `work` seconds each need rate × work slots;
     the window keeps a quarter more for the spread of work times, plus one. A fixed window
     would either starve a slow provider (8 slots hold 80 mps only while a send's work stays
