@@ -31,7 +31,11 @@ ITEMS = [
      "m": {"M": {"a": {"N": "1"}, "b": {"SS": ["c"]}}},
      "due_kind": {"S": "shard"}, "due_at": {"N": str(100 + n)}}
     for n in range(5)
-] + [{"PK": {"S": "P#2"}, "SK": {"S": "R#000"}, "s": {"S": "other partition"}}]
+] + [{"PK": {"S": "P#2"}, "SK": {"S": "R#000"}, "s": {"S": "other partition"}}] + [
+    # Partitions on both sides of P#1, keys interleaved with its own: a Query must read its partition only.
+    {"PK": {"S": pk}, "SK": {"S": f"R#{n:03d}{suffix}"}, "s": {"S": pk}}
+    for pk, suffix in (("P#0", ""), ("P#3", "x")) for n in range(7)
+] + [{"PK": {"S": "P#1"}, "SK": {"S": f"Q#{n}"}} for n in range(3)]  # outside the R# range
 
 QUERIES = [
     {"KeyConditionExpression": "PK = :p", "ExpressionAttributeValues": {":p": {"S": "P#1"}}},
@@ -44,19 +48,34 @@ QUERIES = [
      "ExpressionAttributeValues": {":p": {"S": "P#1"}, ":t": {"BOOL": True}}},
     {"IndexName": "DueIndex", "KeyConditionExpression": "due_kind = :k AND due_at < :t", "Limit": 3,
      "ExpressionAttributeValues": {":k": {"S": "shard"}, ":t": {"N": "103"}}},
+    # Paging through a partition, both ways, with key conditions that leave items out on either side.
+    *({"KeyConditionExpression": condition, "Limit": limit, "ScanIndexForward": forward,
+       "ExpressionAttributeValues": {":p": {"S": "P#1"}, **values}}
+      for condition, values in (("PK = :p", {}),
+                                ("PK = :p AND begins_with(SK, :r)", {":r": {"S": "R#"}}),
+                                ("PK = :p AND SK > :a", {":a": {"S": "Q#1"}}),
+                                ("PK = :p AND SK BETWEEN :a AND :b", {":a": {"S": "Q#2"}, ":b": {"S": "R#002"}}))
+      for limit in (1, 2, 3, 8) for forward in (True, False)),
+    {"KeyConditionExpression": "PK = :p", "Limit": 2, "FilterExpression": "ok = :t",
+     "ExpressionAttributeValues": {":p": {"S": "P#1"}, ":t": {"BOOL": True}}},
+    {"KeyConditionExpression": "PK = :p AND SK < :a", "Limit": 2, "ScanIndexForward": False,
+     "ProjectionExpression": "SK, n", "ExpressionAttributeValues": {":p": {"S": "P#0"}, ":a": {"S": "R#005"}}},
+    {"KeyConditionExpression": "PK = :p", "ExpressionAttributeValues": {":p": {"S": "P#9"}}},  # no such partition
 ]
 
 
 def _pages(client, query: dict) -> list[dict]:
-    """Every page of a query, without the metadata that differs per call (request ids)."""
+    """Every page of a query, without the metadata that differs per call (request ids); at most
+    as many as the table has items, and one more: a page that repeats its start never ends."""
     pages, start = [], None
-    while True:
+    for _ in range(len(ITEMS) + 1):
         page = client.query(TableName="t", **query, **({"ExclusiveStartKey": start} if start else {}))
         page.pop("ResponseMetadata")
         pages.append(page)
         start = page.get("LastEvaluatedKey")
         if not start:
             return pages
+    return pages
 
 
 def test_query_answers_are_the_same_as_moto_s_own_server(moto_server):
