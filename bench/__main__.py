@@ -12,6 +12,7 @@ SCRIPTS = [
     ["bench.throughput", "--recipients", "5000"],
     ["bench.recovery"],
     ["bench.scale"],
+    ["bench.store_query"],
 ]
 
 if __name__ == "__main__":

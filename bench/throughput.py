@@ -18,8 +18,11 @@ CPU time of the thread that served it):
 - both over the run's steady part, between two of the store's own readings of its counts (taken
   every 2 s): the first after the first send and the last before the last send. A run's start and
   end (13 processes starting, checkpoints drained, leases released) write at rates of their own.
+- the cap and the store can each bind for part of a run, as the store's speed drifts: the bound is
+  min(cap, the store's capacity then / writes per message) between each two readings, averaged
+  over the steady part (`_bound`); `capped` is how many of its seconds the cap was the lower.
 
-So the ratio is the share of the store's core that the campaign's writes kept busy. As a
+Where the store binds, the ratio is the share of its core that the campaign's writes kept busy. As a
 cross-check from outside, a closed loop of the sender's own claim and checkpoint writes from as
 many threads as a sender has sends in flight probes the store's capacity just before and just
 after the run (`probe`). The two differ by the VM's drift: the store's CPU per call moved by up to
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import statistics
 import tempfile
@@ -161,6 +165,8 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
     whole, in_steady = looks[-1] - looks[0], steady[-1] - steady[0]
     steady_sent = sum(1 for at in sent_at if start_at < at <= end_at)
     stats = stack.fake.stats()
+    writes_per_message = _writes(in_steady) / steady_sent
+    bound, capped_seconds = _bound(steady, cap, writes_per_message)
     return {
         "recipients": recipients,
         "sent": len(sent_at),
@@ -170,14 +176,36 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
         "reads_per_message": sum(whole.calls[op] for op in READS) / len(sent_at),
         "steady_seconds": end_at - start_at,
         "steady_mps": steady_sent / (end_at - start_at),
-        "steady_writes_per_message": _writes(in_steady) / steady_sent,
+        "steady_writes_per_message": writes_per_message,
         "cpu_per_write": _cpu_per_write(in_steady),
+        "bound": bound,
+        "capped_seconds": capped_seconds,
         "store_busy": in_steady.process_cpu_seconds / (end_at - start_at),
         "store_on_reads": sum(in_steady.cpu_seconds[op] for op in READS) / (end_at - start_at),
         "throttled": stats["by_code"].get("130429", 0),
         "duplicates": stats["duplicates"],
         "shards": int(campaign.shard_count),
     }
+
+
+def _bound(looks: list[StoreUsage], cap: int, writes_per_message: float) -> tuple[float, float]:
+    """The messages/s the run could have sent at most, and the seconds of it the cap bound.
+
+    Between two looks at the store, it could carry min(cap, its capacity then / writes per
+    message). The store's speed drifts within a run (its CPU per write moved by a quarter in a
+    minute here), so a run can be cap-bound for some seconds and store-bound for the others; min(cap,
+    the run's mean capacity) would count the seconds the store could have gone faster than the cap
+    as reachable. Where the store binds throughout, this comes close to its mean capacity."""
+    possible, measured, capped = 0.0, 0.0, 0.0
+    for earlier, later in itertools.pairwise(looks):
+        seconds, used = later.taken_at - earlier.taken_at, later - earlier
+        if not _writes(used):  # no write to time (heartbeats make this rare): no speed to read
+            continue
+        store_mps = 1 / _cpu_per_write(used) / writes_per_message
+        possible += seconds * min(cap, store_mps)
+        measured += seconds
+        capped += seconds if cap < store_mps else 0.0
+    return possible / measured, capped
 
 
 def _writes(usage: StoreUsage) -> int:
@@ -200,7 +228,6 @@ def measure(config: StackConfig, moto: MotoServer, recipients: int, cap: int) ->
         r = run_campaign(stack, recipients, cap)
         r["probe"] = (probe_before + dynamodb_capacity(config.max_in_flight)) / 2
     r["capacity"] = 1 / r["cpu_per_write"]
-    r["bound"] = min(cap, r["capacity"] / r["steady_writes_per_message"])
     r["ratio"] = r["steady_mps"] / r["bound"]
     r["probe_ratio"] = r["mps"] / min(cap, r["probe"] / r["writes_per_message"])
     return r
@@ -211,7 +238,8 @@ COLUMNS = [  # heading, format of a result
     ("achieved (mps)", "{mps:.1f}"), ("writes/msg", "{writes_per_message:.3f}"),
     ("reads/msg", "{reads_per_message:.3f}"), ("steady (s)", "{steady_seconds:.0f}"),
     ("steady (mps)", "{steady_mps:.1f}"), ("store CPU/write (ms)", "{cpu_ms:.2f}"),
-    ("store capacity (writes/s)", "{capacity:.0f}"), ("bound (mps)", "{bound:.1f}"), ("ratio", "{ratio:.3f}"),
+    ("store capacity (writes/s)", "{capacity:.0f}"), ("capped (s)", "{capped_seconds:.0f}"),
+    ("bound (mps)", "{bound:.1f}"), ("ratio", "{ratio:.3f}"),
     ("store busy", "{store_busy:.2f}"), ("store on reads", "{store_on_reads:.3f}"),
     ("probe (writes/s)", "{probe:.0f}"), ("ratio to probe", "{probe_ratio:.3f}"),
     ("130429s", "{throttled}"), ("duplicates", "{duplicates}"), ("unsent", "{unsent}"),
@@ -243,9 +271,10 @@ def main() -> None:
             print(f"cap {cap}: median ratio {statistics.median(of_cap):.3f} of {len(of_cap)} rounds "
                   f"({min(of_cap):.3f}–{max(of_cap):.3f})")
     print(f"steady: from the first look at the store after the first send to the last look before the last send "
-          f"(every 2 s). bound = min(cap, store capacity / writes per message), both in the steady part, from the "
-          f"store's own count of its calls and its CPU time on them; capacity = 1 / (store CPU per write), the store "
-          f"alone on core {store_core}; ratio = steady mps / bound. store busy: the store process's CPU over the steady "
+          f"(every 2 s). bound = min(cap, store capacity / writes per message) between each two looks, averaged over "
+          f"the steady part; capped: its seconds in which the cap was the lower. From the store's own count of its "
+          f"calls and its CPU time on them; capacity = 1 / (store CPU per write), the store alone on core "
+          f"{store_core}; the capacity column is the steady part's as a whole; ratio = steady mps / bound. store busy: the store process's CPU over the steady "
           f"part; store on reads: its CPU on reads over the steady part. probe: the sender's claim and checkpoint "
           f"writes from {config.max_in_flight} threads, closed loop, mean of a probe just before and one just after the run; ratio to probe = achieved / min(cap, probe / "
           f"writes per message). Each round on an emptied store. Function logs: {LOG}")

@@ -1,4 +1,4 @@
-"""moto's server, as `python -m moto.server` runs it, with three changes at its edge.
+"""moto's server, as `python -m moto.server` runs it, with four changes at its edge.
 
 - A deep listen queue. werkzeug's server closes the connection after every response, so each
   DynamoDB call opens a new one; with a dozen sender processes connecting at once, the default
@@ -197,13 +197,12 @@ def _through_first_unused(items: list, range_comparison, range_objs, limit, forw
         return items
     ordered = items if forward else items[::-1]
     used = 0
-    for kept, item in enumerate(ordered, 1):
+    for position, item in enumerate(ordered):
         if used == limit:
-            break
+            kept = ordered[: position + 1]
+            return kept if forward else kept[::-1]
         used += not range_comparison or item.range_key.compare(range_comparison, range_objs)
-    else:
-        return items
-    return ordered[:kept] if forward else ordered[:kept][::-1]
+    return items
 
 
 def main(argv: list[str] | None = None) -> None:

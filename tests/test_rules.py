@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from campaigns.config import Settings
 from campaigns.graph_errors import ErrorClass, classify
 from campaigns.observability import mask_phone
-from campaigns.ratelimit import RateLimiter, SendWindow, backoff_delay
+from campaigns.ratelimit import QUIET_SECONDS, RateLimiter, SendWindow, backoff_delay
 from campaigns.sender import ReadAhead
 from campaigns.states import (
     CAMPAIGN_ACTIONS,
@@ -116,18 +116,36 @@ def test_limiter_paces_sends_at_its_rate():
     assert clock.now == pytest.approx(399 / 40)
 
 
-def test_limiter_halves_on_throttling_at_most_once_a_second_and_earns_it_back():
+def test_limiter_trims_on_a_lone_throttle_halves_on_repeated_ones_and_earns_it_back():
     clock = FakeClock()
     limiter = RateLimiter(80, clock=clock, sleep=clock.sleep)
-    limiter.throttled()
+    limiter.throttled()  # the first in a quiet spell: jitter at the limit
     limiter.throttled()  # same second: one decrease only
-    assert limiter.rate == 40
+    assert limiter.rate == pytest.approx(72)
+    clock.now += 1.0
+    limiter.throttled()  # again within the quiet spell: the limit is below the pace
+    assert limiter.rate == pytest.approx(36)
     clock.now += 1.0
     limiter.throttled()
-    assert limiter.rate == 20
+    assert limiter.rate == pytest.approx(18)
     for _ in range(10_000):
         limiter.succeeded()
     assert limiter.rate == 80
+    clock.now += QUIET_SECONDS  # quiet again since the last cut
+    limiter.throttled()
+    assert limiter.rate == pytest.approx(72)
+
+
+def test_a_limit_below_the_pace_is_reached_within_seconds():
+    """A number on a lower tier than the campaign was told: the refusals halve the pace down to it."""
+    clock = FakeClock()
+    limiter = RateLimiter(1000, clock=clock, sleep=clock.sleep)
+    seconds = 0
+    while limiter.rate > 80:
+        limiter.throttled()  # every second refuses some
+        clock.now += 1.0
+        seconds += 1
+    assert seconds <= 5
 
 
 def test_limiter_acquire_reports_the_wait_for_its_slot():
