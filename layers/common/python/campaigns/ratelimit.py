@@ -23,7 +23,7 @@ PACE_UNDER_LIMIT = 0.985
 
 # How a 130429 cuts the pace. One after a quiet spell is a shard at its limit whose sends arrived
 # bunched (jitter past our side of the wire, where no count of ours can see it): a tenth off
-# is back in a fraction of a second, where halving cost ~40 sends each time at 80 mps. One soon
+# is back in a fraction of a second, where halving cost 30-40 sends each time at 80 mps. One soon
 # after another means the limit is below the pace (a number on a lower tier than the campaign
 # was told): halved, so that the pace reaches it within seconds.
 TRIM_AFTER_QUIET = 0.9
