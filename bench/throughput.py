@@ -274,10 +274,11 @@ def main() -> None:
           f"(every 2 s). bound = min(cap, store capacity / writes per message) between each two looks, averaged over "
           f"the steady part; capped: its seconds in which the cap was the lower. From the store's own count of its "
           f"calls and its CPU time on them; capacity = 1 / (store CPU per write), the store alone on core "
-          f"{store_core}; the capacity column is the steady part's as a whole; ratio = steady mps / bound. store busy: the store process's CPU over the steady "
-          f"part; store on reads: its CPU on reads over the steady part. probe: the sender's claim and checkpoint "
-          f"writes from {config.max_in_flight} threads, closed loop, mean of a probe just before and one just after the run; ratio to probe = achieved / min(cap, probe / "
-          f"writes per message). Each round on an emptied store. Function logs: {LOG}")
+          f"{store_core}; the capacity column is the steady part's as a whole; ratio = steady mps / bound. "
+          f"store busy: the store process's CPU over the steady part; store on reads: its CPU on reads over the "
+          f"steady part. probe: the sender's claim and checkpoint writes from {config.max_in_flight} threads, closed "
+          f"loop, mean of a probe just before and one just after the run; ratio to probe = achieved / min(cap, "
+          f"probe / writes per message). Each round on an emptied store. Function logs: {LOG}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@
   page of a 10 000-recipient shard, with as many items again in other shards, cost the server
   160 ms of CPU (median; 38 ms now), a recovery tick's index Query 69 ms (11 now; `python -m
   bench.store_query`). DynamoDB's cost of a page is the items it returns, and the throughput
-  benchmark charges the store's time on reads to the campaign. The stock
-  query still does all the work on what it is given (conditions, limits, the page's last key,
-  filters, projections); it is given the partition's items from the page's start, and for an
-  index the table's items without the sort its own sort redoes. Same answers (tests/test_storage.py
-  compares them with moto's stock server, paging both ways).
+  benchmark charges the store's time on reads to the campaign. The stock query still does all
+  the work on what it is given (conditions, limits, the page's last key, filters, projections);
+  it is given the partition's items from the page's start, and for an index the table's items
+  without the sort its own sort redoes. Same answers (tests/test_storage.py compares them with
+  moto's stock server, paging both ways).
 
 Everything else is moto's own application, request handling and threaded werkzeug server.
 
