@@ -21,13 +21,19 @@ from collections.abc import Callable
 # such jitter pushes over an exact limit with 130429, which then cuts the pace.
 PACE_UNDER_LIMIT = 0.985
 
-# How a 130429 cuts the pace. One after a quiet spell is a shard at its limit whose sends arrived
-# bunched (jitter past our side of the wire, where no count of ours can see it): a tenth off
-# is back in a fraction of a second, where halving cost 30-40 sends each time at 80 mps. One soon
-# after another means the limit is below the pace (a number on a lower tier than the campaign
-# was told): halved, so that the pace reaches it within seconds.
-TRIM_AFTER_QUIET = 0.9
-QUIET_SECONDS = 10.0
+# How a 130429 cuts the pace, by the share of the trailing second's sends it refused. A few (one
+# in 40 sends) is a shard at its limit whose sends arrived bunched (jitter past our side of the
+# wire, where no count of ours can see it): a tenth off is earned back within a second, where
+# halving cost 30-40 sends each time at 80 mps. Many means the limit is below the pace (a number
+# on a lower tier than the campaign was told): halved, so that the pace reaches it within seconds.
+TRIM = 0.9
+HALVE_ABOVE_REFUSED_SHARE = 0.1
+
+def _keep_trailing_second(times: deque[float], now: float) -> None:
+    """Drops the times a second old or more. A nanosecond's tolerance: a clock's float arithmetic
+    must not leave a send waiting for an age of 0.9999999999999999 s to become a full second."""
+    while times and now - times[0] >= 1.0 - 1e-9:
+        times.popleft()
 
 
 class RateLimiter:
@@ -47,6 +53,7 @@ class RateLimiter:
         self._next_free = clock()
         self._last_decrease = float("-inf")
         self._departures: deque[float] = deque()  # when the sends of the trailing second left
+        self._refusals: deque[float] = deque()  # when the 130429s of the trailing second came
 
     def reserve(self) -> float:
         """Take the next send slot; returns how long to wait before using it."""
@@ -67,11 +74,8 @@ class RateLimiter:
         """
         with self._lock:
             now = self._clock()
-            # A nanosecond's tolerance: a clock's float arithmetic must not leave a send waiting
-            # for an age of 0.9999999999999999 s to become a full second.
-            while self._departures and now - self._departures[0] >= 1.0 - 1e-9:
-                self._departures.popleft()
-            if len(self._departures) >= math.ceil(self.rate):
+            _keep_trailing_second(self._departures, now)
+            if len(self._departures) >= max(1, math.floor(self.rate)):
                 return 1.0 - (now - self._departures[0])  # ≥ 1 ns: a wait, never a silent 0
             self._departures.append(now)
             return 0.0
@@ -88,14 +92,16 @@ class RateLimiter:
         return self._clock() - started
 
     def throttled(self) -> None:
-        """The provider said 130429: trim the pace after a quiet spell, else halve it; once per
-        second at most."""
+        """The provider said 130429: trim the pace if few of the trailing second's sends were
+        refused, else halve it; once per second at most."""
         with self._lock:
             now = self._clock()
-            since_last = now - self._last_decrease
-            if since_last >= 1.0:
-                cut = TRIM_AFTER_QUIET if since_last >= QUIET_SECONDS else 0.5
-                self.rate = max(self.min_rate, self.rate * cut)
+            self._refusals.append(now)
+            _keep_trailing_second(self._departures, now)
+            _keep_trailing_second(self._refusals, now)
+            if now - self._last_decrease >= 1.0:
+                refused_share = len(self._refusals) / max(1, len(self._departures))
+                self.rate = max(self.min_rate, self.rate * (0.5 if refused_share > HALVE_ABOVE_REFUSED_SHARE else TRIM))
                 self._last_decrease = now
                 # Push the next slot out so that the burst already granted is not sent.
                 self._next_free = max(self._next_free, now + 1.0 / self.rate)
