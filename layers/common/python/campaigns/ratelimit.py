@@ -29,6 +29,7 @@ PACE_UNDER_LIMIT = 0.985
 TRIM = 0.9
 HALVE_ABOVE_REFUSED_SHARE = 0.1
 
+
 def _keep_trailing_second(times: deque[float], now: float) -> None:
     """Drops the times a second old or more. A nanosecond's tolerance: a clock's float arithmetic
     must not leave a send waiting for an age of 0.9999999999999999 s to become a full second."""
@@ -64,8 +65,8 @@ class RateLimiter:
             return slot - now
 
     def depart(self) -> float:
-        """Record a send leaving now, unless the trailing second already holds as many sends as
-        the pace allows; then how long until it does not (and nothing is recorded).
+        """Record a send leaving now, unless the trailing second already holds as many whole sends
+        as the pace allows (39 at 39.4); then how long until it does not (and nothing is recorded).
 
         Slots are evenly spaced, but a send can leave late (its thread waited for the GIL, or
         the process paused to collect garbage) while the next ones leave on time: the one
@@ -101,7 +102,8 @@ class RateLimiter:
             _keep_trailing_second(self._refusals, now)
             if now - self._last_decrease >= 1.0:
                 refused_share = len(self._refusals) / max(1, len(self._departures))
-                self.rate = max(self.min_rate, self.rate * (0.5 if refused_share > HALVE_ABOVE_REFUSED_SHARE else TRIM))
+                cut = 0.5 if refused_share > HALVE_ABOVE_REFUSED_SHARE else TRIM
+                self.rate = max(self.min_rate, self.rate * cut)
                 self._last_decrease = now
                 # Push the next slot out so that the burst already granted is not sent.
                 self._next_free = max(self._next_free, now + 1.0 / self.rate)
