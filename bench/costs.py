@@ -12,23 +12,12 @@ import argparse
 import contextlib
 import io
 import os
-import subprocess
-import sys
 import time
 
-from local.storage import MotoServer, aws_env, create_secret, create_table, free_port
+from local.fakegraph import FakeGraphProcess
+from local.storage import MotoServer, aws_env, create_secret, create_table
 
 TABLE = "bench-costs"
-
-
-def start_fake_graph(token: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.fakegraph", "--port", str(port), "--token", token, "--latency-ms", "20"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    url = process.stdout.readline().split()[-1]
-    return process, url
 
 
 def send_campaign(messages: int):
@@ -127,13 +116,10 @@ def main() -> None:
         create_table(moto.url, TABLE)
         token = "bench-token"
         os.environ["WHATSAPP_SECRET_ARN"] = create_secret(moto.url, {"access_token": token})
-        fake, url = start_fake_graph(token)
-        os.environ["GRAPH_API_URL"] = url
-        try:
+        with FakeGraphProcess(token=token, latency_ms=20) as fake:
+            os.environ["GRAPH_API_URL"] = fake.url
             meter, cpu, wall = send_campaign(args.messages)
             ticks = idle_tick_reads(args.finished)
-        finally:
-            fake.terminate()
     n = args.messages
     print(f"# sender batch: {n} messages in {wall:.1f}s ({n / wall:.0f} msg/s, capped by the campaign rate 80)")
     print("| figure | value | bound |")

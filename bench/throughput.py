@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import itertools
 import os
+import secrets
 import statistics
 import tempfile
 import threading
@@ -46,6 +47,7 @@ import time
 
 from bench.dynamo import READS, WRITES
 from campaigns.config import Settings
+from local.fakegraph import FakeGraphProcess
 from local.stack import LocalStack, StackConfig
 from local.storage import MotoServer, StoreUsage, free_port
 
@@ -129,7 +131,7 @@ def _status(campaign_id: str) -> str:
     return service.campaign_status(campaign_id, settings())["status"]
 
 
-def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
+def run_campaign(stack: LocalStack, fake: FakeGraphProcess, recipients: int, cap: int) -> dict:
     """Send one campaign: its rate, and what the store answered and spent, over the whole run and
     over its steady part (from the first look at the store after the first send to the last look
     before the last send: a run's start and end, 13 processes starting up or releasing their
@@ -137,12 +139,12 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
     from campaigns import service
     from campaigns.config import settings
 
-    stack.fake.reset()
-    stack.fake.configure(rate_cap_mps=cap)
+    fake.reset()
+    fake.configure(rate_cap_mps=cap)
     campaign = _campaign(recipients, rate=cap)
     looks = [stack.moto.usage()]
     service.send(campaign.id, settings())
-    # Watch the fake (in this process) rather than poll the store's tables: that would load the
+    # Watch the fake rather than poll the store's tables: that would load the
     # very server whose capacity bounds the run. The store's usage is read every 2 s (a cheap
     # count, no DynamoDB call); the campaign's status once the fake has every send, and every
     # 10 s before that (a campaign can complete with a recipient in doubt, never sent).
@@ -152,19 +154,19 @@ def run_campaign(stack: LocalStack, recipients: int, cap: int) -> dict:
         polls += 1
         if polls % 4 == 0:
             looks.append(stack.moto.usage())
-        if (stack.fake.stats()["accepted"] >= recipients or polls % 20 == 0) and _status(campaign.id) == "completed":
+        if (fake.stats()["accepted"] >= recipients or polls % 20 == 0) and _status(campaign.id) == "completed":
             break
         if time.time() - looks[0].taken_at > 1800:
             raise RuntimeError("campaign did not complete in 30 minutes")
     looks.append(stack.moto.usage())
-    sent_at = sorted(s["at"] for s in stack.fake.sends() if s["callback"].startswith(campaign.id))
+    sent_at = sorted(s["at"] for s in fake.sends() if s["callback"].startswith(campaign.id))
     steady = [look for look in looks if sent_at[0] <= look.taken_at <= sent_at[-1]]
     if len(steady) < 2:
         raise SystemExit("the sends took under 4 s: no steady part to measure; use more --recipients")
     start_at, end_at = steady[0].taken_at, steady[-1].taken_at
     whole, in_steady = looks[-1] - looks[0], steady[-1] - steady[0]
     steady_sent = sum(1 for at in sent_at if start_at < at <= end_at)
-    stats = stack.fake.stats()
+    stats = fake.stats()
     writes_per_message = _writes(in_steady) / steady_sent
     bound, capped_seconds = _bound(steady, cap, writes_per_message)
     return {
@@ -219,13 +221,13 @@ def _cpu_per_write(usage: StoreUsage) -> float:
     return sum(usage.cpu_seconds[op] for op in WRITES) / _writes(usage) + outside_calls / sum(usage.calls.values())
 
 
-def measure(config: StackConfig, moto: MotoServer, recipients: int, cap: int) -> dict:
+def measure(config: StackConfig, moto: MotoServer, fake: FakeGraphProcess, recipients: int, cap: int) -> dict:
     """One round on an emptied store: moto slows as its table grows (tens of thousands of items
     from earlier rounds made calls queue past the 10-s read timeout), so rounds start equal."""
     moto.reset()
     with LocalStack(config, moto=moto, with_scheduler=True, log_path=LOG) as stack:
         probe_before = dynamodb_capacity(config.max_in_flight)
-        r = run_campaign(stack, recipients, cap)
+        r = run_campaign(stack, fake, recipients, cap)
         r["probe"] = (probe_before + dynamodb_capacity(config.max_in_flight)) / 2
     r["capacity"] = 1 / r["cpu_per_write"]
     r["ratio"] = r["steady_mps"] / r["bound"]
@@ -251,21 +253,28 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--caps", type=int, nargs="+", default=[80, 1000])
     parser.add_argument("--rounds", type=int, default=1, help="runs of each cap; the median ratio is printed")
+    parser.add_argument("--fake-nice", type=int, default=-10 if os.geteuid() == 0 else 0,
+                        help="the fake's nice value (below 0 needs root; default -10 as root, else 0)")
     args = parser.parse_args()
-    config = StackConfig(table_name="bench", fake_latency_ms=50, fake_latency_jitter=0.2,
-                         lease_seconds=20, heartbeat_seconds=1.0, batch_seconds=900, recovery_interval_seconds=60,
-                         max_in_flight=Settings.max_in_flight,  # production's, not the local stack's
-                         lambda_port=free_port())  # one for every round, like the store: clients here keep it
+    token = secrets.token_urlsafe(24)
     print("| " + " | ".join(heading for heading, _ in COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
     ratios: dict[int, list[float]] = {cap: [] for cap in args.caps}
     with MotoServer() as moto:  # one server: this process's DynamoDB client keeps its address
         store_core = give_the_store_a_core(moto)
-        for cap in [cap for _ in range(args.rounds) for cap in args.caps]:
-            r = measure(config, moto, args.recipients, cap)
-            ratios[cap].append(r["ratio"])
-            row = dict(r, cap=cap, cpu_ms=1000 * r["cpu_per_write"])
-            print("| " + " | ".join(fmt.format(**row) for _, fmt in COLUMNS) + " |", flush=True)
+        # The fake in a process of its own, on the senders' core but ahead of them: the provider
+        # stamps a request when it arrives, not when a process it shares with others gets to it.
+        with FakeGraphProcess(nice=args.fake_nice, token=token, latency_ms=50, latency_jitter=0.2) as fake:
+            config = StackConfig(table_name="bench", graph_api_url=fake.url, whatsapp_token=token,
+                                 lease_seconds=20, heartbeat_seconds=1.0, batch_seconds=900,
+                                 recovery_interval_seconds=60,
+                                 max_in_flight=Settings.max_in_flight,  # production's, not the local stack's
+                                 lambda_port=free_port())  # one for every round, like the store: clients keep it
+            for cap in [cap for _ in range(args.rounds) for cap in args.caps]:
+                r = measure(config, moto, fake, args.recipients, cap)
+                ratios[cap].append(r["ratio"])
+                row = dict(r, cap=cap, cpu_ms=1000 * r["cpu_per_write"])
+                print("| " + " | ".join(fmt.format(**row) for _, fmt in COLUMNS) + " |", flush=True)
     if args.rounds > 1:
         for cap, of_cap in ratios.items():
             print(f"cap {cap}: median ratio {statistics.median(of_cap):.3f} of {len(of_cap)} rounds "

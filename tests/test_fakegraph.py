@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local.fakegraph import FakeGraph
+from local.fakegraph import FakeGraph, FakeGraphProcess
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"
@@ -395,6 +396,27 @@ def test_control_endpoints_over_http(fake):
     bad = control.post(f"{fake.url}/_fake/config", json={"no_such_setting": 1})
     assert bad.status_code == 400 and "no_such_setting" in bad.json()["error"]["error_data"]["details"]
     assert control.post(f"{fake.url}/_fake/config", json={"fail_ratio": 2}).status_code == 400
+
+
+def test_the_fake_in_its_own_process_answers_to_the_same_methods():
+    with FakeGraphProcess(token=TOKEN, latency_ms=5, reject_numbers={"15550000001": 131050}) as fake:
+        assert fake.config()["token"] == TOKEN  # set after the start, not on a command line
+        assert fake.config()["latency_ms"] == 5
+        assert send(fake, payload(to="15550000002", callback="a")).status_code == 200
+        assert send(fake, payload(to="15550000001", callback="b")).json()["error"]["code"] == 131050
+        assert send(fake, payload(), token="wrong").status_code == 401
+        assert [record["callback"] for record in fake.sends()] == ["a"]
+        assert [record["code"] for record in fake.rejected()] == [131050, 190]
+        fake.configure(reject_numbers={})
+        assert send(fake, payload(to="15550000001", callback="c")).status_code == 200
+        assert fake.stats()["accepted"] == 2
+        fake.reset()
+        assert fake.stats()["accepted"] == 0
+        with pytest.raises(ValueError, match="no_such_setting"):
+            fake.configure(no_such_setting=1)
+        pid = fake.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped, and reaped
 
 
 def test_bad_settings_are_refused():

@@ -116,19 +116,27 @@ def test_limiter_paces_sends_at_its_rate():
     assert clock.now == pytest.approx(399 / 40)
 
 
-def test_limiter_trims_on_a_few_refusals_halves_on_many_and_earns_it_back():
+def test_limiter_gives_up_the_refused_sends_on_a_few_halves_on_many_and_earns_it_back():
     clock = FakeClock()
     limiter = RateLimiter(80, clock=clock, sleep=clock.sleep)
-    for _ in range(40):  # a second of sends, one of them refused: jitter at the limit
+    for _ in range(40):  # sends at the limit, one refused: jitter
         limiter.acquire()
     limiter.throttled()
-    limiter.throttled()  # same second: one decrease only
-    assert limiter.rate == pytest.approx(72)
+    assert limiter.rate == pytest.approx(79)  # the refused send, a second
+    for _ in range(39):
+        limiter.acquire()
+    limiter.throttled()
+    limiter.throttled()  # within the second of the last decrease: counted, not acted on
+    assert limiter.rate == pytest.approx(79)
+    clock.now += 0.6
+    limiter.acquire()
+    limiter.throttled()  # three refused in the trailing second, under a tenth of its sends: three off
+    assert limiter.rate == pytest.approx(76)
     clock.now += 1.0
     for _ in range(10):  # ten sends, and as many refusals: the limit is below the pace
         limiter.acquire()
         limiter.throttled()
-    assert limiter.rate == pytest.approx(36)
+    assert limiter.rate == pytest.approx(38)
     for _ in range(10_000):
         limiter.succeeded()
     assert limiter.rate == 80

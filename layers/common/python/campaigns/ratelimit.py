@@ -16,17 +16,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-# Shards pace this far under the campaign's rate: a POST leaves a little after its slot (thread
-# wake-up, the network), and a provider that counts a sliding second would refuse the send that
-# such jitter pushes over an exact limit with 130429, which then cuts the pace.
-PACE_UNDER_LIMIT = 0.985
+# Shards pace this far under the campaign's rate: a POST reaches the provider a little after its
+# slot (thread wake-up, the network), and a provider that counts a sliding second refuses the send
+# that such jitter pushes over an exact limit. At 80 mps this keeps 79 sends a second, one under
+# the limit: 12 ms of jitter absorbed.
+PACE_UNDER_LIMIT = 0.99
 
-# How a 130429 cuts the pace, by the share of the trailing second's sends it refused. A few (one
-# in 40 sends) is a shard at its limit whose sends arrived bunched (jitter past our side of the
-# wire, where no count of ours can see it): a tenth off is earned back within a second, where
-# halving cost 30-40 sends each time at 80 mps. Many means the limit is below the pace (a number
-# on a lower tier than the campaign was told): halved, so that the pace reaches it within seconds.
-TRIM = 0.9
+# How a 130429 cuts the pace, by the share of the trailing second's sends it refused. A few (up to
+# one in ten) is a shard at its limit whose sends arrived bunched (jitter past our side of the wire,
+# where no count of ours can see it): the provider's second held as many sends too many as it
+# refused, so the pace gives up as many sends a second, earned back within a few sends. A trim by a
+# tenth stopped a shard at 80 mps for most of a tenth of a second (its count fell eight under the
+# sends already in the trailing second), halving for half a second. Many means the limit is below the pace (a number on a lower tier
+# than the campaign was told): halved, so that the pace reaches it within seconds.
 HALVE_ABOVE_REFUSED_SHARE = 0.1
 
 
@@ -93,17 +95,19 @@ class RateLimiter:
         return self._clock() - started
 
     def throttled(self) -> None:
-        """The provider said 130429: trim the pace if few of the trailing second's sends were
-        refused, else halve it; once per second at most."""
+        """The provider said 130429: if few of the trailing second's sends were refused, the pace
+        gives up as many sends a second as were refused; if many, it halves. Once per second at most."""
         with self._lock:
             now = self._clock()
             self._refusals.append(now)
             _keep_trailing_second(self._departures, now)
             _keep_trailing_second(self._refusals, now)
             if now - self._last_decrease >= 1.0:
-                refused_share = len(self._refusals) / max(1, len(self._departures))
-                cut = 0.5 if refused_share > HALVE_ABOVE_REFUSED_SHARE else TRIM
-                self.rate = max(self.min_rate, self.rate * cut)
+                refused = len(self._refusals)
+                if refused / max(1, len(self._departures)) > HALVE_ABOVE_REFUSED_SHARE:
+                    self.rate = max(self.min_rate, self.rate / 2)
+                else:
+                    self.rate = max(self.min_rate, self.rate - refused)
                 self._last_decrease = now
                 # Push the next slot out so that the burst already granted is not sent.
                 self._next_free = max(self._next_free, now + 1.0 / self.rate)
