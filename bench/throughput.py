@@ -144,10 +144,10 @@ def run_campaign(stack: LocalStack, fake: FakeGraphProcess, recipients: int, cap
     campaign = _campaign(recipients, rate=cap)
     looks = [stack.moto.usage()]
     service.send(campaign.id, settings())
-    # Watch the fake rather than poll the store's tables: that would load the
-    # very server whose capacity bounds the run. The store's usage is read every 2 s (a cheap
-    # count, no DynamoDB call); the campaign's status once the fake has every send, and every
-    # 10 s before that (a campaign can complete with a recipient in doubt, never sent).
+    # Watch the fake rather than poll the store's tables: that would load the very server whose
+    # capacity bounds the run. The store's usage is read every 2 s (a cheap count, no DynamoDB
+    # call); the campaign's status once the fake has every send, and every 10 s before that (a
+    # campaign can complete with a recipient in doubt, never sent).
     polls = 0
     while True:
         time.sleep(0.5)  # a benchmark polling for the end, not a test

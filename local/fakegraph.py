@@ -14,6 +14,7 @@ token (401/190) → fatal_code → body shape (400/100) → rate_cap_mps (130429
 Only requests that pass all of them are recorded as sends; the others land in `rejected()`.
 
 Python:  `with FakeGraph(latency_ms=50, rate_cap_mps=80) as fake: ... fake.url, fake.sends(), fake.stats()`
+         `with FakeGraphProcess(latency_ms=50) as fake: ...` (the same, in a process of its own)
 Shell:   `python -m local.fakegraph --port 5005 --latency-ms 50 --rate-cap 80`
 
 Standard library only, plus `requests` (a runtime dependency of the project) for posting webhooks.
@@ -37,6 +38,7 @@ import secrets
 import signal
 import socket
 import socketserver
+import subprocess
 import sys
 import threading
 import time
@@ -84,6 +86,7 @@ FAKE_WABA_ID = "100000000000001"
 FAKE_DISPLAY_PHONE_NUMBER = "15550001234"
 MAX_BODY_BYTES = 1_000_000
 MAX_CALLBACK_CHARS = 512
+LISTENING = "fakegraph listening on "  # what the command line prints first, before the URL
 
 _MESSAGES_PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/([^/]+)/messages/?$")
 _NOT_DIGITS = re.compile(r"\D")
@@ -912,8 +915,8 @@ class FakeGraphProcess:
 
     In-process, the fake's threads share the GIL of whatever else that process runs, and a request
     that arrives while another thread holds it is stamped late; a benchmark measuring pacing against
-    the fake's sliding second would then measure the stamping. Its own process (optionally at a
-    higher priority: `nice=-10`, root only) stamps arrivals when they arrive, as Meta's servers,
+    the fake's sliding second would then measure the stamping. Its own process (optionally ahead of
+    the others on its core: `nice=-10`, as root) stamps arrivals when they arrive, as Meta's servers,
     which share nothing with the sender, do.
     """
 
@@ -926,17 +929,15 @@ class FakeGraphProcess:
         self.url = ""
 
     def start(self, timeout: float = 30.0) -> FakeGraphProcess:
-        import subprocess
-
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "local.fakegraph", "--port", "0"], stdout=subprocess.PIPE, text=True,
-            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
+            [sys.executable, "-m", "local.fakegraph", "--port", "0", "--nice", str(self.nice)],
+            stdout=subprocess.PIPE, text=True,
         )
         ready = threading.Timer(timeout, self._process.kill)  # a child that never says where it listens
         ready.start()
         line = self._process.stdout.readline()
         ready.cancel()
-        if not line.startswith("fakegraph listening on "):
+        if not line.startswith(LISTENING):
             self.stop()
             raise RuntimeError(f"the fake did not start: {line!r}")
         self.url = line.split()[-1]
@@ -1014,6 +1015,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--app-secret")
     parser.add_argument("--webhook-failed-ratio", type=float, default=0.0)
     parser.add_argument("--webhook-delay-ms", type=float, default=10.0)
+    parser.add_argument("--nice", type=int, default=0,
+                        help="added to the process's nice value before it serves (below 0 needs root)")
     args = parser.parse_args(argv)
     try:
         args.reject_numbers = dict(_number_and_code(item) for item in args.reject)
@@ -1029,6 +1032,8 @@ def _number_and_code(item: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)  # before any thread starts: Linux keeps a nice value per thread
     settings = {
         name: getattr(args, name)
         for name in (
@@ -1064,7 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
-    print(f"fakegraph listening on {fake.url}", flush=True)
+    print(f"{LISTENING}{fake.url}", flush=True)
     while not stop_requested.wait(timeout=1.0):
         pass  # a timed wait keeps the main thread responsive to signals
     fake.stop()

@@ -399,7 +399,8 @@ def test_control_endpoints_over_http(fake):
 
 
 def test_the_fake_in_its_own_process_answers_to_the_same_methods():
-    with FakeGraphProcess(token=TOKEN, latency_ms=5, reject_numbers={"15550000001": 131050}) as fake:
+    with FakeGraphProcess(nice=5, token=TOKEN, latency_ms=5, reject_numbers={"15550000001": 131050}) as fake:
+        assert os.getpriority(os.PRIO_PROCESS, fake.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 5
         assert fake.config()["token"] == TOKEN  # set after the start, not on a command line
         assert fake.config()["latency_ms"] == 5
         assert send(fake, payload(to="15550000002", callback="a")).status_code == 200

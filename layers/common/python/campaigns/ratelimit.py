@@ -27,8 +27,9 @@ PACE_UNDER_LIMIT = 0.99
 # where no count of ours can see it): the provider's second held as many sends too many as it
 # refused, so the pace gives up as many sends a second, earned back within a few sends. A trim by a
 # tenth stopped a shard at 80 mps for most of a tenth of a second (its count fell eight under the
-# sends already in the trailing second), halving for half a second. Many means the limit is below the pace (a number on a lower tier
-# than the campaign was told): halved, so that the pace reaches it within seconds.
+# sends already in the trailing second), halving for half a second. Many means the limit is below
+# the pace (a number on a lower tier than the campaign was told): halved, so that the pace reaches
+# it within seconds.
 HALVE_ABOVE_REFUSED_SHARE = 0.1
 
 

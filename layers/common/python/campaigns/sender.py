@@ -711,7 +711,7 @@ def freeze_the_heap_once() -> None:
     out of the cyclic garbage collector's reach.
 
     A full collection walks every object the collector tracks while every thread waits, and this
-    process holds a few hundred thousand that live as long as it does: 110-140 ms each, every ~30 s
+    process holds over a hundred thousand that live as long as it does: 110-140 ms each, every 30-40 s
     at 60 mps. Sends whose slot fell in the pause then left together, and one second later the
     provider's sliding second still held them while ours did not: a 130429. Frozen, a collection
     walks only what the batch itself keeps (its page of recipients, the sends in flight).
