@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import boto3
 import requests
 
-from .moto_server import COUNTS_PATH
+from .moto_server import COUNTS_PATH, RESET_PATH
 from .template import load_template, table_definition
 
 SECRET_NAME = "whatsapp-local"
@@ -86,7 +86,7 @@ class MotoServer:
                           answer["taken_at"])
 
     def reset(self) -> None:
-        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+        requests.post(f"{self.url}{RESET_PATH}", timeout=10).raise_for_status()
 
     def stop(self) -> None:
         if self._process and self._process.poll() is None:

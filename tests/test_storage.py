@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
 from campaigns import ledger
 from campaigns.models import Recipient, recipient_sk
@@ -20,6 +22,36 @@ def test_the_server_counts_the_calls_it_answers_and_their_cpu_time_by_operation(
     assert set(used.cpu_seconds) == set(used.calls)  # each answer took some of the server's CPU
     assert used.process_cpu_seconds >= sum(used.cpu_seconds.values())
 
+
+
+def test_the_survivors_of_a_full_collection_are_frozen_until_the_next_reset():
+    """The store's objects live as long as it does; after a full collection they are frozen, so
+    that the next walks only what came since, and a reset of the server collects what died
+    frozen."""
+    from local.moto_server import RESET_PATH, Usage, UsageApp, collect_young_only
+
+    class Node:
+        pass
+
+    callback = collect_young_only()
+    try:
+        cycle = Node()
+        cycle.me = cycle  # only the cyclic collector can free it
+        alive = weakref.ref(cycle)
+        frozen = gc.get_freeze_count()
+        gc.collect(1)
+        assert gc.get_freeze_count() == frozen  # young collections freeze nothing
+        gc.collect()
+        assert gc.get_freeze_count() > frozen  # the cycle survived, among others: frozen
+        del cycle
+        gc.collect()
+        assert alive() is not None  # garbage now, but frozen: not walked
+        app = UsageApp(lambda environ, start_response: [b"reset"], Usage())
+        assert app({"PATH_INFO": RESET_PATH}, None) == [b"reset"]
+        assert alive() is None
+    finally:
+        gc.callbacks.remove(callback)
+        gc.unfreeze()
 
 
 # One item per DynamoDB type a Query can return, nested ones included.
