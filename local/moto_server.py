@@ -26,7 +26,7 @@
   it is given the partition's items from the page's start, and for an index the table's items
   without the sort its own sort redoes. Same answers (tests/test_storage.py compares them with
   moto's stock server, paging both ways).
-- No pauses for full garbage collections (`collect_young_only`). The table's items are Python
+- No pauses for full garbage collections (`freeze_survivors`). The table's items are Python
   objects that live as long as the server, and each full collection walked all of them with
   every call waiting: 140-260 ms, longer as a run's table grew (55 000 tracked objects at its
   start, 760 000 after 3 000 recipients), every 20-40 s. A shard sending at its cap lost a
@@ -82,7 +82,7 @@ class Usage:
 
 class UsageApp:
     """Answers GET /_local/operations with the usage so far; every other request is moto's. After a
-    reset, everything frozen is collected again (`collect_young_only`)."""
+    reset, everything frozen is collected again (`freeze_survivors`)."""
 
     def __init__(self, app, usage: Usage):
         self.app = app
@@ -223,16 +223,16 @@ def _through_first_unused(items: list, range_comparison, range_objs, limit, forw
     return items
 
 
-def collect_young_only():
+def freeze_survivors():
     """Freezes the survivors of each full collection (`gc.freeze`), so that the next one walks
     only the objects made since; returns the callback, for a test to take out again."""
 
-    def freeze_survivors(phase: str, info: dict) -> None:
+    def after_full_collection(phase: str, info: dict) -> None:
         if phase == "stop" and info["generation"] == 2:
             gc.freeze()
 
-    gc.callbacks.append(freeze_survivors)
-    return freeze_survivors
+    gc.callbacks.append(after_full_collection)
+    return after_full_collection
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     BaseWSGIServer.request_queue_size = LISTEN_QUEUE
     DynamoResult.execute_result = lean_json(DynamoResult.execute_result)
     cheap_queries(Table)
-    collect_young_only()
+    freeze_survivors()
     app = DomainDispatcherApplication(create_backend_app)
     usage = Usage()
     run_simple(args.host, args.port, UsageApp(app, usage), threaded=True,

@@ -28,12 +28,12 @@ def test_the_survivors_of_a_full_collection_are_frozen_until_the_next_reset():
     """The store's objects live as long as it does; after a full collection they are frozen, so
     that the next walks only what came since, and a reset of the server collects what died
     frozen."""
-    from local.moto_server import RESET_PATH, Usage, UsageApp, collect_young_only
+    from local.moto_server import RESET_PATH, Usage, UsageApp, freeze_survivors
 
     class Node:
         pass
 
-    callback = collect_young_only()
+    callback = freeze_survivors()
     try:
         cycle = Node()
         cycle.me = cycle  # only the cyclic collector can free it
