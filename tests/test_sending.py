@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter
 
 import pytest
@@ -11,6 +12,7 @@ from pynamodb.exceptions import UpdateError
 from campaigns import invoker, ledger, sender, service
 from campaigns import lease as leases
 from campaigns.config import settings
+from campaigns.models import Shard
 from tests.helpers import audit, new_campaign, recipients, status, wait_until
 
 
@@ -168,3 +170,131 @@ def test_a_claim_the_store_did_not_answer_is_retried_not_left_in_doubt(make_stac
     assert report["outcome"] == "done" and report["sent"] == 60
     assert Counter(r.status for r in recipients(campaign)) == {"sent": 60}
     assert audit(campaign, stack.fake)["duplicates"] == {}
+
+
+def sender_history(stack) -> list[dict]:
+    return [h for h in stack.runtime.history() if h["function"] == "sender"]
+
+
+def test_a_campaign_longer_than_a_batch_completes_through_hand_offs_alone(make_stack):
+    """Invariant 6: with no recovery schedule, only each batch's own hand-off can start the next one.
+    Every batch but the last stops on its time and hands off to hop + 1; the last finishes the shard."""
+    stack = make_stack(fake_latency_ms=5, batch_seconds=12, with_scheduler=False)
+    campaign = new_campaign(400, rate=40)  # one shard, ~10 s of sends: more than one batch can send
+    service.send(campaign.id, settings())
+    try:
+        wait_until(completed(campaign), 120, "the campaign to complete through hand-offs")
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; batches: {[b['result'] or b['error'] for b in sender_history(stack)]}") from None
+    wait_until(lambda: stack.runtime.wait_idle(0) or None, 30, "the last batch to exit")
+    batches = sender_history(stack)
+    outcomes = [(b["result"] or {}).get("outcome") for b in batches]
+    hops = [(b["result"] or {}).get("hop") for b in batches]
+    assert len(batches) >= 2, outcomes
+    assert outcomes == ["time"] * (len(batches) - 1) + ["done"], outcomes
+    assert hops == list(range(len(batches))), hops
+    result = audit(campaign, stack.fake)
+    assert result["statuses"] == {"sent": 400} and result["duplicates"] == {}
+
+
+def test_a_batch_out_of_time_before_any_progress_does_not_hand_off(make_stack, monkeypatch):
+    """The hop guard: a batch that made no progress releases the shard for recovery to look at
+    when it is due, rather than invoking a next batch that would do the same, for ever."""
+    stack, campaign, event = _one_shard_event(make_stack, monkeypatch, 20)
+    handed: list[dict] = []
+    monkeypatch.setattr(invoker, "invoke_sender", lambda _settings, event: handed.append(event) or True)
+    report = sender.run_batch(event, lambda: 0.0, settings())  # its time is up from the start
+    assert report["outcome"] == "time"
+    assert handed == []
+    shard = Shard.get(*Shard.key(campaign.id, 0), consistent_read=True)
+    assert shard.lease_owner is None and shard.due_at is not None  # released, due for recovery
+    assert stack.fake.stats()["accepted"] == 0
+
+
+def test_a_batch_whose_own_clock_passed_its_lease_between_claim_and_post_does_not_post(make_stack, monkeypatch):
+    """Invariant 2's own-clock check, alone: a batch frozen (GC, SIGSTOP, a stalled host) after a claim
+    and before its POST wakes past its lease, which recovery took over meanwhile; it must give the claim
+    back, not send. The freeze: right after seq 10's claim lands, the lease module's clock jumps past the
+    deadline and the shard is handed to another invocation, as recovery's takeover does."""
+    stack, campaign, event = _one_shard_event(make_stack, monkeypatch, 40)
+    frozen = FrozenClock()
+    monkeypatch.setattr(leases, "time", frozen)
+    claim = ledger.claim
+
+    def claim_then_freeze(rec, owner, now):
+        claimed = claim(rec, owner, now)
+        if rec.seq == 10:
+            frozen.jump(3600)
+            later = time.time() + 3600
+            leases.hand_to(campaign.id, 0, leases.new_token(), leases.free_or_expired(later), settings(), now=later)
+        return claimed
+
+    monkeypatch.setattr(ledger, "claim", claim_then_freeze)
+    report = sender.run_batch(event, lambda: 60.0, settings())
+    assert report["outcome"] == "lease_lost"
+    tenth = next(r for r in recipients(campaign) if r.seq == 10)
+    received = {s["callback"] for s in stack.fake.sends()}
+    assert tenth.callback_key not in received
+    assert tenth.status == "pending"  # given back: the next holder sends it
+
+
+class FrozenClock:
+    """The time module as a process frozen for a while sees it on waking: monotonic time jumped."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def jump(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time()
+
+
+def test_a_batch_longer_than_its_lease_keeps_it_by_heartbeats(make_stack):
+    """Invariant 5's heartbeat: a live batch renews its lease, so recovery never takes over a shard
+    that is being sent, however long the batch runs past one lease period."""
+    stack = make_stack(fake_latency_ms=5, lease_seconds=6.0, batch_seconds=60)
+    campaign = new_campaign(400, rate=40)  # ~10 s of sends: well past the 6-s lease
+    service.send(campaign.id, settings())
+    wait_until(completed(campaign), 120, "the campaign to complete")
+    wait_until(lambda: stack.runtime.wait_idle(0) or None, 30, "the batch to exit")
+    batches = sender_history(stack)
+    assert [(b["result"] or {}).get("outcome") for b in batches] == ["done"], batches
+    assert [h for h in stack.runtime.history() if h["function"] == "recovery" and (h["result"] or {}).get(
+        "taken_over")] == []
+    assert audit(campaign, stack.fake)["statuses"] == {"sent": 400}
+
+
+def test_a_pair_rate_error_retries_that_recipient_after_six_seconds_or_more(make_stack):
+    """131056 (pair rate): Meta allows about one message per 6 s to one user: the retry waits that long
+    even when the backoff's own draw is shorter (the stack's backoff is 0.2-5 s)."""
+    stack = make_stack(fake_latency_ms=5)
+    campaign = new_campaign(3)
+    first = recipients(campaign)[0]
+    stack.fake.configure(reject_numbers={first.phone: 131056})
+    service.send(campaign.id, settings())
+    wait_until(lambda: stack.fake.rejected(), 30, "the pair-rate refusal")
+    stack.fake.configure(reject_numbers={})
+    wait_until(completed(campaign), 60, "the campaign to complete")
+    refused_at = stack.fake.rejected()[0]["at"]
+    resent_at = next(s["at"] for s in stack.fake.sends() if s["callback"] == first.callback_key)
+    assert resent_at - refused_at >= 6.0
+
+
+def test_a_retryable_error_is_retried_by_the_sender_alone_one_request_per_attempt(make_stack):
+    """Invariant 7, one retry layer: a recipient answered 500 / 131000 every time reaches the provider
+    exactly MAX_ATTEMPTS times (the HTTP session retries nothing of its own), then fails with the code."""
+    stack = make_stack(fake_latency_ms=5, max_attempts=3, backoff_base_seconds=0.05, backoff_cap_seconds=0.2)
+    campaign = new_campaign(4)
+    failing = recipients(campaign)[0]
+    stack.fake.configure(reject_numbers={failing.phone: 131000})
+    service.send(campaign.id, settings())
+    wait_until(completed(campaign), 60, "the campaign to complete")
+    tries = [r for r in stack.fake.rejected() if r["callback"] == failing.callback_key]
+    assert [(r["code"], r["http_status"]) for r in tries] == [(131000, 500)] * 3
+    failing.refresh()
+    assert (failing.status, failing.error_code) == ("failed", 131000)
