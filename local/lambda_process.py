@@ -20,6 +20,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import random
 import re
 import signal
 import sys
@@ -98,6 +99,15 @@ def die_with_parent() -> None:
     expected_parent = os.environ.get("LAMBDA_RUNTIME_PID")
     if expected_parent and os.getppid() != int(expected_parent):
         os._exit(1)
+
+
+def seed_random() -> None:
+    """With LOCAL_RANDOM_SEED (the runtime sets `<seed>:<invocation number>`), the handler's draws
+    (backoff jitter, ids taken from `random`) repeat from run to run: a failing crash run is
+    replayed from the seed it logged."""
+    seed = os.environ.get("LOCAL_RANDOM_SEED")
+    if seed:
+        random.seed(seed)
 
 
 def take_stdout_for_result() -> IO[str]:
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m local.lambda_process HANDLER_FILE HANDLER_ATTRIBUTE", file=sys.stderr)
         return 2
     die_with_parent()
+    seed_random()
     return run(args[0], args[1], take_stdout_for_result())
 
 

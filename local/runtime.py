@@ -26,6 +26,7 @@ also `GET /_local/invocations`), `history()` (finished ones, also
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -144,6 +145,7 @@ class Invocation:
     deadline: float | None = None
     # The same deadline on the monotonic clock, which the parent waits on.
     deadline_monotonic: float | None = None
+    number: int = 0  # invocations made before this one by the runtime: its draws' seed (LOCAL_RANDOM_SEED)
 
     def describe(self, with_event: bool = True) -> dict:
         description = {
@@ -207,6 +209,7 @@ class LambdaRuntime:
         self._work_available = threading.Condition(self._lock)
         self._changed = threading.Condition(self._lock)
         self._queue: deque[Invocation] = deque()
+        self._numbers = itertools.count()
         self._live: dict[str, Invocation] = {}
         self._history: deque[dict] = deque(maxlen=history_limit)
         # Invocations taken off the queue (or started synchronously) and not yet finished.
@@ -303,7 +306,9 @@ class LambdaRuntime:
     def _new_invocation(self, function_name: str, event: Any, is_async: bool) -> Invocation:
         if function_name not in self.functions:
             raise KeyError(function_name)
-        return Invocation(id=str(uuid.uuid4()), function=function_name, event=event, is_async=is_async)
+        number = next(self._numbers)
+        return Invocation(id=str(uuid.uuid4()), function=function_name, event=event, is_async=is_async,
+                          number=number)
 
     def _enqueue_locked(self, invocation: Invocation) -> None:
         self._queue.append(invocation)
@@ -370,6 +375,8 @@ class LambdaRuntime:
         env["AWS_ENDPOINT_URL_LAMBDA"] = self.url
         env.update(self._env)
         env.update(function.env)
+        if env.get("LOCAL_RANDOM_SEED"):
+            env["LOCAL_RANDOM_SEED"] = f"{env['LOCAL_RANDOM_SEED']}:{invocation.number}"
         python_path = [str(LAYER_PATH), str(REPO_ROOT)]
         if env.get("PYTHONPATH"):
             python_path.append(env["PYTHONPATH"])

@@ -63,6 +63,8 @@ class StackConfig:
     api_port: int = 3000
     # Share of accepted sends whose status webhooks from the fake end in `failed` instead of read.
     fake_webhook_failed_ratio: float = 0.02
+    # Makes every function's draws (backoff jitter) and the fake's repeat from run to run: 0 leaves them free.
+    random_seed: int = 0
 
     @classmethod
     def from_env(cls, **overrides) -> StackConfig:
@@ -106,6 +108,7 @@ class LocalStack:
                 latency_ms=cfg.fake_latency_ms,
                 latency_jitter=cfg.fake_latency_jitter,
                 app_secret=self.secret["app_secret"],
+                seed=cfg.random_seed or None,
             ).start()
             graph_url = self.fake.url
         lambda_port = cfg.lambda_port or free_port()
@@ -164,6 +167,8 @@ class LocalStack:
                 "PHONE_NUMBER_ID": cfg.phone_number_id,
             }
         )
+        if cfg.random_seed:
+            env["LOCAL_RANDOM_SEED"] = str(cfg.random_seed)
         return env
 
     def stop(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from local.storage import MotoServer, aws_env, free_port
 
@@ -27,6 +28,11 @@ os.environ.update(
         "SENDER_FUNCTION_NAME": "sender",
     }
 )
+
+# Property tests draw the same examples on every run (a failure in CI fails again on a laptop), and
+# print the failing example's blob so it can be replayed with @reproduce_failure.
+hypothesis_settings.register_profile("project", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("project")
 
 
 @pytest.fixture(scope="session")

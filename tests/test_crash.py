@@ -1,6 +1,11 @@
 """The crash suite: sender batches are real OS processes, killed with SIGKILL (or frozen with
 SIGSTOP) at random points, including between a POST and its checkpoint. Afterwards, what the
-fake Graph API received is checked against the store: nothing lost, nothing sent twice."""
+fake Graph API received is checked against the store: nothing lost, nothing sent twice.
+
+Random runs are reproducible from their seed: `CRASH_SEED=7 .venv/bin/python -m pytest
+tests/test_crash.py -k random` replays seed 7's kill points and seeds the batches' own draws (the
+processes' timing is the machine's). Each run prints its seed and kill points.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,19 @@ import os
 import random
 import signal
 import time
+from collections import Counter
 
 import pytest
 
 from campaigns import service
 from campaigns.config import settings
 from campaigns.models import Shard
-from tests.helpers import audit, live_senders, new_campaign, senders_stopped, status, wait_until
+from tests.helpers import audit, live_senders, new_campaign, recipients, senders_stopped, status, wait_until
 
 pytestmark = pytest.mark.crash
 
 MAX_IN_FLIGHT = 8
+SEEDS = [int(os.environ["CRASH_SEED"])] if os.environ.get("CRASH_SEED") else [1, 2]
 
 
 def kill_while_a_response_is_held(stack) -> None:
@@ -40,42 +47,54 @@ def assert_invariants(campaign, fake, kills: int) -> dict:
     assert result["forbidden_duplicates"] == {}, result
     assert result["sent_not_received"] == [], result
     assert result["received_not_accounted"] == [], result
-    assert result["in_doubt"] <= kills * MAX_IN_FLIGHT, result
+    # Per kill, not pooled: the recipients each dead batch left in doubt (named by its claim).
+    doubted_by = Counter(r.claimed_by for r in recipients(campaign) if r.status == "in_doubt")
+    assert len(doubted_by) <= kills and all(n <= MAX_IN_FLIGHT for n in doubted_by.values()), doubted_by
     return result
 
 
-def kill_a_sender(stack, rng: random.Random, done) -> int:
-    """Wait for a live batch and some progress, then SIGKILL it: at once, or mid-request."""
+def killed_in_history(stack, pids: list[int]) -> list[int]:
+    """The pids the runtime recorded as dead by SIGKILL (Lambda's "signal: killed")."""
+    return [h["pid"] for h in stack.runtime.history()
+            if h["pid"] in pids and h["outcome"] == "killed" and h["exit_code"] == -signal.SIGKILL]
+
+
+def kill_a_sender(stack, rng: random.Random, done) -> dict | None:
+    """Wait for a live batch and some progress, then SIGKILL it: at once, or mid-request.
+    Returns the kill point (what the fake had accepted, the victim, whether a request was in flight)."""
     target = stack.fake.stats()["accepted"] + rng.randint(1, 12)
     wait_until(lambda: stack.fake.stats()["accepted"] >= target or done(), 60, "sends to progress")
-    if rng.random() < 0.5:
+    mid_request = rng.random() < 0.5
+    if mid_request:
         # The fake records a send when it arrives and answers after its latency: a request in
         # flight now has been sent, and the batch that sent it has not checkpointed it yet.
         wait_until(lambda: stack.fake.stats()["in_flight"] > 0 or done(), 30, "a request in flight")
     senders = live_senders(stack)
     if not senders:
-        return 0
-    victim = rng.choice(senders)
+        return None
+    victim = rng.choice(sorted(senders, key=lambda s: s["started_at"]))
+    point = {"accepted": stack.fake.stats()["accepted"], "pid": victim["pid"], "mid_request": mid_request}
     try:
         os.kill(victim["pid"], signal.SIGKILL)
     except ProcessLookupError:
-        return 0
-    return 1
+        return None
+    return point
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_random_kills_lose_nothing_and_send_nothing_twice(make_stack, seed):
     rng = random.Random(seed)
-    stack = make_stack(fake_latency_ms=30, max_in_flight=MAX_IN_FLIGHT, batch_seconds=60)
+    stack = make_stack(fake_latency_ms=30, max_in_flight=MAX_IN_FLIGHT, batch_seconds=60, random_seed=seed)
     campaign = new_campaign(400, rate=160)
     service.send(campaign.id, settings())
-    kills = 0
-    for _ in range(12):
-        kills += kill_a_sender(stack, rng, completed(campaign))
+    points = [p for p in (kill_a_sender(stack, rng, completed(campaign)) for _ in range(12)) if p]
+    print(f"seed {seed} (replay: CRASH_SEED={seed}): kill points {points}")
     wait_until(completed(campaign), 180, "the campaign to complete after the kills")
+    # Every kill counted is one the runtime saw die by SIGKILL, as Lambda would report it.
+    kills = len(killed_in_history(stack, [p["pid"] for p in points]))
+    assert kills == len(points) >= 10, (kills, points)
     result = assert_invariants(campaign, stack.fake, kills)
     print(f"seed {seed}: {kills} kills, statuses {dict(result['statuses'])}")
-    assert kills >= 10
     assert result["statuses"]["sent"] + result["in_doubt"] == 400
     # The batches that followed a death recounted: the O(1) counters match the recipients.
     counts = status(campaign)["counts"]
@@ -99,8 +118,11 @@ def test_kill_between_post_and_checkpoint_leaves_in_doubt_never_resent(make_stac
     assert result["duplicates"] == {}
 
 
+GRACE_SECONDS = 8.0  # longer than a recovery tick (3 s) and a batch's start: a resend without it comes sooner
+
+
 def test_in_doubt_is_resent_after_grace_under_policy_resend(make_stack):
-    stack = make_stack(fake_latency_ms=10, in_doubt_grace_seconds=1.0)
+    stack = make_stack(fake_latency_ms=10, in_doubt_grace_seconds=GRACE_SECONDS)
     campaign = new_campaign(40, in_doubt_policy="resend")
     service.send(campaign.id, settings())
     wait_until(lambda: stack.fake.stats()["accepted"] >= 5, 30, "some sends")
@@ -110,29 +132,56 @@ def test_in_doubt_is_resent_after_grace_under_policy_resend(make_stack):
     result = assert_invariants(campaign, stack.fake, kills=1)
     # At-least-once: every recipient ends sent, and only the in-doubt ones may have gone twice.
     assert result["statuses"] == {"sent": 40}
-    assert result["duplicates"], "the in-doubt sends were resent after the grace period"
+    assert result["duplicates"], "the in-doubt sends were resent"
+    # ... and not before the grace period a webhook had to prove the first send.
+    doubted = {r.callback_key: r.in_doubt_at for r in recipients(campaign) if r.in_doubt_at is not None}
+    last_arrival = {s["callback"]: s["at"] for s in stack.fake.sends()}
+    early = {k: round(last_arrival[k] - doubted[k], 2) for k in result["duplicates"]
+             if last_arrival[k] < doubted[k] + GRACE_SECONDS}
+    assert early == {}, f"resent this many seconds after being called in doubt: {early}"
 
 
 def test_zombie_frozen_past_its_lease_sends_nothing_after_takeover(make_stack):
+    """A batch frozen (SIGSTOP) past its lease: the schedule's tick takes the shard over while the
+    zombie still lives (its deadline is a minute away, so no on-failure record can do it), and once
+    it wakes, nothing it had claimed reaches the provider: its own clock stops it before a POST."""
     stack = make_stack(fake_latency_ms=20, lease_seconds=5.0, batch_seconds=60)
-    campaign = new_campaign(150)
+    campaign = new_campaign(300, rate=20)  # 15 s of sends: the freeze lands mid-campaign
     service.send(campaign.id, settings())
     wait_until(lambda: stack.fake.stats()["accepted"] >= 10, 30, "some sends")
     zombie = live_senders(stack)[0]
-    gen_before = int(Shard.get(*Shard.key(campaign.id, 0), consistent_read=True).lease_gen)
+    shard = Shard.get(*Shard.key(campaign.id, 0), consistent_read=True)
+    zombie_owner, gen_before = shard.lease_owner, int(shard.lease_gen)
     os.kill(zombie["pid"], signal.SIGSTOP)
     try:
-        # Recovery sees the lease expire and hands the shard to a new batch.
-        wait_until(lambda: any(s["pid"] != zombie["pid"] for s in live_senders(stack)), 60, "a takeover")
+        wait_until(lambda: any(s["pid"] != zombie["pid"] for s in live_senders(stack)), 30, "a takeover by the tick")
         assert int(Shard.get(*Shard.key(campaign.id, 0), consistent_read=True).lease_gen) > gen_before
-        accepted_at_wake = stack.fake.stats()["accepted"]
     finally:
+        woke_at = time.time()
         os.kill(zombie["pid"], signal.SIGCONT)
     wait_until(lambda: all(s["pid"] != zombie["pid"] for s in live_senders(stack)), 60, "the zombie to exit")
     wait_until(completed(campaign), 60, "the campaign to complete")
     result = assert_invariants(campaign, stack.fake, kills=1)
     assert result["duplicates"] == {}
-    assert accepted_at_wake < 150 or result["statuses"]["sent"] == 150
+    claimed_by_zombie = {r.callback_key for r in recipients(campaign) if r.claimed_by == zombie_owner}
+    late = [s["callback"] for s in stack.fake.sends() if s["at"] > woke_at and s["callback"] in claimed_by_zombie]
+    assert late == [], "the zombie sent after it woke"
+
+
+def test_a_killed_batch_reported_by_lambda_is_taken_over_with_no_schedule(make_stack):
+    """Invariant 5's on-failure path, alone: with no recovery schedule, only the runtime's on-failure
+    record (Lambda's destination) can start a new batch for the shard of a SIGKILLed one."""
+    stack = make_stack(fake_latency_ms=20, batch_seconds=60, with_scheduler=False)
+    campaign = new_campaign(200)
+    service.send(campaign.id, settings())
+    wait_until(lambda: stack.fake.stats()["accepted"] >= 10, 30, "some sends")
+    victim = live_senders(stack)[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_until(completed(campaign), 60, "the campaign to complete after the reported death")
+    assert killed_in_history(stack, [victim["pid"]]) == [victim["pid"]]
+    reports = [h for h in stack.runtime.history() if h["function"] == "recovery"]
+    assert [(r["result"] or {}).get("taken_over") for r in reports] == [1]
+    assert_invariants(campaign, stack.fake, kills=1)
 
 
 def test_the_same_event_delivered_twice_sends_nothing_extra(make_stack):
@@ -164,7 +213,11 @@ def test_throughput_storm_slows_the_sender_and_fails_nobody(make_stack):
     wait_until(completed(campaign), 120, "the campaign to complete under throttling")
     result = assert_invariants(campaign, stack.fake, kills=0)
     assert result["statuses"] == {"sent": 90}
-    assert stack.fake.stats()["by_code"].get("130429", 0) > 0, "the storm happened"
+    refused = stack.fake.stats()["by_code"].get("130429", 0)
+    assert refused > 0, "the storm happened"
+    # The pace came down to the number's limit: at the campaign's 80 mps into 15, a sender that did
+    # not slow down would be refused ~4 times for every send accepted.
+    assert refused < 90, f"{refused} refusals for 90 sends"
 
 
 def test_fatal_error_pauses_the_campaign_and_stops_sending(make_stack):
@@ -179,7 +232,6 @@ def test_fatal_error_pauses_the_campaign_and_stops_sending(make_stack):
     refused = stack.fake.stats()["by_code"]["190"]
     assert refused <= MAX_IN_FLIGHT  # only what was in flight when the first 190 came back
     stack.fake.configure(fatal_code=None)
-    assert stack.fake.stats()["by_code"]["190"] == refused
     service.resume(campaign.id, settings())
     wait_until(completed(campaign), 60, "the campaign to complete after resume")
     result = assert_invariants(campaign, stack.fake, kills=0)

@@ -27,7 +27,7 @@ def gen_of(campaign_id: str) -> int:
     return int(Shard.get(*Shard.key(campaign_id, 0), consistent_read=True).lease_gen)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(OPS), min_size=1, max_size=12))
 def test_one_holder_at_a_time_and_the_generation_only_grows(table, ops):
     campaign_id = new_shard()

@@ -1,0 +1,278 @@
+"""`make mutants`: break each mechanism behind an invariant and see the tests that guard it fail.
+
+Each mutation is a small named edit of the product (a condition dropped, a call removed, a number
+ignored). The runner copies the checkout to a scratch folder once, applies one mutation at a time,
+runs only the tests that should catch it, and puts the file back. A mutation is caught when pytest
+reports a failed test; it survived when they all pass; anything else (the edit no longer matches
+the code, pytest could not run) is an error. Exit status: 0 only if every mutation was caught.
+
+    .venv/bin/python -m tests.mutants                 # every mutation
+    .venv/bin/python -m tests.mutants claim-condition-dropped hand-off-removed
+    .venv/bin/python -m tests.mutants --list
+
+Slow (the crash tests start real processes), so not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CAMPAIGNS = "layers/common/python/campaigns"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    invariant: str  # the row of README's table
+    path: str
+    edits: tuple[tuple[str, str], ...]  # (old, new): each old must occur in the file exactly once
+    tests: tuple[str, ...]  # pytest node ids that must catch it
+
+
+def edit(old: str, new: str) -> tuple[str, str]:
+    return old, new
+
+
+MUTATIONS = (
+    Mutation(
+        "completes-with-a-shard-open", "1 nothing lost", f"{CAMPAIGNS}/sender.py",
+        (edit("    if item.open_shards:\n        return\n", "    if False:\n        return\n"),
+         edit(" & Campaign.open_shards.does_not_exist(),", ",")),
+        ("tests/test_sending.py::test_campaign_is_sent_completely_once",),
+    ),
+    Mutation(
+        "claim-condition-dropped", "2 no duplicate", f"{CAMPAIGNS}/ledger.py",
+        (edit("""        (
+            (Recipient.status == R.PENDING.value)
+            & (Recipient.not_before.does_not_exist() | (Recipient.not_before <= now))
+        )
+        | _claimed_by(owner),""", "        Recipient.status.exists(),"),),
+        ("tests/test_ledger.py",),
+    ),
+    Mutation(
+        "token-swap-dropped", "2 no duplicate", f"{CAMPAIGNS}/lease.py",
+        (edit("        Shard.lease_owner == token,\n", "        Shard.lease_token == token,\n"),),
+        ("tests/test_lease.py",
+         "tests/test_crash.py::test_the_same_event_delivered_twice_sends_nothing_extra"),
+    ),
+    Mutation(
+        "own-clock-check-removed", "2 no duplicate", f"{CAMPAIGNS}/sender.py",
+        (edit("""        if not self.lease.usable():
+            ledger.unclaim(rec, owner, None, count_attempt=False)""", """        if False:
+            ledger.unclaim(rec, owner, None, count_attempt=False)"""),),
+        ("tests/test_sending.py::test_a_batch_whose_own_clock_passed_its_lease_between_claim_and_post_does_not_post",
+         "tests/test_crash.py::test_zombie_frozen_past_its_lease_sends_nothing_after_takeover"),
+    ),
+    Mutation(
+        "checkpoint-fence-dropped", "2 no duplicate", f"{CAMPAIGNS}/ledger.py",
+        (edit("(_claimed_by(owner) & Recipient.failed_at.does_not_exist())", "(Recipient.failed_at.does_not_exist())"),),
+        ("tests/test_ledger.py",),
+    ),
+    Mutation(
+        "renewal-fence-dropped", "2 no duplicate", f"{CAMPAIGNS}/lease.py",
+        (edit("        held_under(lease) & _halts_are(lease.halts_seen),", "        _halts_are(lease.halts_seen),"),),
+        ("tests/test_lease.py",),
+    ),
+    Mutation(
+        "orphan-resent", "3 honest about the gap", f"{CAMPAIGNS}/ledger.py",
+        (edit("""            [Recipient.status.set(R.IN_DOUBT.value), Recipient.in_doubt_at.set(now)],
+            _claimed_by(owner) & Recipient.wamid.does_not_exist(),""",
+              """            [Recipient.status.set(R.PENDING.value), Recipient.claimed_by.remove()],
+            _claimed_by(owner) & Recipient.wamid.does_not_exist(),"""),),
+        ("tests/test_ledger.py",
+         "tests/test_crash.py::test_kill_between_post_and_checkpoint_leaves_in_doubt_never_resent"),
+    ),
+    Mutation(
+        "grace-ignored", "3 honest about the gap", f"{CAMPAIGNS}/sender.py",
+        (edit("(rec.in_doubt_at or now) + self.settings.in_doubt_grace_seconds", "(rec.in_doubt_at or now)"),
+         edit("ledger.requeue_in_doubt(rec, now - self.settings.in_doubt_grace_seconds)",
+              "ledger.requeue_in_doubt(rec, now)"),
+         edit("grace_end = now + self.settings.in_doubt_grace_seconds", "grace_end = now"),
+         edit("grace_end = time.time() + self.settings.in_doubt_grace_seconds", "grace_end = time.time()")),
+        ("tests/test_crash.py::test_in_doubt_is_resent_after_grace_under_policy_resend",),
+    ),
+    Mutation(
+        "checkpoint-skipped", "4 durable progress", f"{CAMPAIGNS}/sender.py",
+        (edit("            if ledger.mark_sent(rec, owner, response.wamid, now):", "            if True:"),),
+        ("tests/test_sending.py::test_campaign_is_sent_completely_once",),
+    ),
+    Mutation(
+        "heartbeat-renews-nothing", "5 bounded stall", f"{CAMPAIGNS}/sender.py",
+        (edit("""                leases.renew(self.lease, self.settings, actions)
+                break""", """                break"""),),
+        ("tests/test_sending.py::test_a_batch_longer_than_its_lease_keeps_it_by_heartbeats",),
+    ),
+    Mutation(
+        "tick-ignores-expired-leases", "5 bounded stall", f"{CAMPAIGNS}/recovery.py",
+        (edit("Shard.due.query(DUE_SHARD, Shard.due_at < now)", "Shard.due.query(DUE_SHARD, Shard.due_at < 0)"),),
+        ("tests/test_crash.py::test_zombie_frozen_past_its_lease_sends_nothing_after_takeover",),
+    ),
+    Mutation(
+        "on-failure-ignored", "5 bounded stall", f"{CAMPAIGNS}/recovery.py",
+        (edit("    taken = start_shard(campaign_id, int(shard), settings, condition)", "    taken = False"),),
+        ("tests/test_crash.py::test_a_killed_batch_reported_by_lambda_is_taken_over_with_no_schedule",),
+    ),
+    Mutation(
+        "hand-off-removed", "6 time-bounded batches", f"{CAMPAIGNS}/sender.py",
+        (edit("""        elif stop == Stop.TIME and self._made_progress():
+            self._hand_off()""", """        elif False:
+            self._hand_off()"""),),
+        ("tests/test_sending.py::test_a_campaign_longer_than_a_batch_completes_through_hand_offs_alone",),
+    ),
+    Mutation(
+        "hop-guard-removed", "6 time-bounded batches", f"{CAMPAIGNS}/sender.py",
+        (edit("        elif stop == Stop.TIME and self._made_progress():", "        elif stop == Stop.TIME:"),),
+        ("tests/test_sending.py::test_a_batch_out_of_time_before_any_progress_does_not_hand_off",),
+    ),
+    Mutation(
+        "stop-margin-ignored", "6 time-bounded batches", f"{CAMPAIGNS}/sender.py",
+        (edit("if self.remaining() < self.settings.stop_margin_seconds:", "if self.remaining() < 0:"),),
+        ("tests/test_sending.py::test_a_campaign_longer_than_a_batch_completes_through_hand_offs_alone",),
+    ),
+    Mutation(
+        "aimd-off", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
+        (edit("""            if kind == "throttled":
+                self.limiter.throttled()""", """            if False:
+                self.limiter.throttled()"""),),
+        ("tests/test_crash.py::test_throughput_storm_slows_the_sender_and_fails_nobody",),
+    ),
+    Mutation(
+        "pair-rate-not-waited", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
+        (edit("delay = max(delay, 6.0)", "delay = delay"),),
+        ("tests/test_sending.py::test_a_pair_rate_error_retries_that_recipient_after_six_seconds_or_more",),
+    ),
+    Mutation(
+        "retries-at-two-layers", "7 polite to the provider", f"{CAMPAIGNS}/whatsapp.py",
+        (edit("from requests.adapters import HTTPAdapter\n", "from requests.adapters import HTTPAdapter, Retry\n"),
+         edit("max_retries=0)", "max_retries=Retry(total=2, status_forcelist=(500, 503), allowed_methods=None, "
+                                "raise_on_status=False))")),
+        ("tests/test_sending.py::test_a_retryable_error_is_retried_by_the_sender_alone_one_request_per_attempt",),
+    ),
+    Mutation(
+        "backoff-without-delay", "7 polite to the provider", f"{CAMPAIGNS}/ratelimit.py",
+        (edit("    return (rng or random).uniform(0, ceiling)", "    return 0.0"),),
+        ("tests/test_rules.py",),
+    ),
+    Mutation(
+        "190-made-retryable", "8 errors classified once", f"{CAMPAIGNS}/graph_errors.py",
+        (edit("    190: ErrorClass.FATAL,", "    190: ErrorClass.RETRYABLE,"),),
+        ("tests/test_rules.py",
+         "tests/test_crash.py::test_fatal_error_pauses_the_campaign_and_stops_sending"),
+    ),
+    Mutation(
+        "tick-made-a-scan", "9 cheap when idle", f"{CAMPAIGNS}/recovery.py",
+        (edit("    stuck = list(Shard.due.query(DUE_SHARD, Shard.due_at < now))",
+              "    stuck = [s for s in Shard.scan(consistent_read=True)\n"
+              "             if s.due_kind == DUE_SHARD and s.due_at is not None and s.due_at < now]"),),
+        ("tests/test_costs.py::test_an_idle_tick_reads_the_same_however_many_campaigns_have_finished",),
+    ),
+    Mutation(
+        "transaction-per-write", "10 no hot keys", f"{CAMPAIGNS}/models.py",
+        (edit("    type(item)._get_connection().update_item(item.PK, range_key=item.SK, actions=actions, "
+              "condition=condition)",
+              "    from pynamodb.transactions import TransactWrite\n\n"
+              "    with TransactWrite(connection=type(item)._get_connection().connection) as transaction:\n"
+              "        transaction.update(item, actions=actions, condition=condition)"),),
+        ("tests/test_costs.py::test_a_message_costs_two_writes_and_no_transaction",),
+    ),
+    Mutation(
+        "one-shard-for-any-rate", "10 no hot keys", f"{CAMPAIGNS}/service.py",
+        (edit("    return max(1, math.ceil(rate / settings.shard_rate))", "    return 1"),),
+        ("tests/test_costs.py::test_a_1000_mps_campaign_spreads_its_recipients_over_13_shard_partitions",),
+    ),
+)
+
+
+def scratch_copy() -> Path:
+    """The checkout as it is now (tracked and new files, uncommitted changes included)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    root = Path(tempfile.mkdtemp(prefix="mutants-"))
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    return root
+
+
+def apply(root: Path, mutation: Mutation) -> str:
+    """Apply the edits; returns the original text. ValueError if an edit no longer matches the code."""
+    path = root / mutation.path
+    original = text = path.read_text()
+    for old, new in mutation.edits:
+        found = text.count(old)
+        if found != 1:
+            raise ValueError(f"{mutation.name}: {old.strip()[:60]!r} occurs {found} times in {mutation.path}")
+        text = text.replace(old, new)
+    path.write_text(text)
+    return original
+
+
+def run_tests(root: Path, tests: tuple[str, ...], log: Path) -> tuple[int, list[str]]:
+    """pytest in the scratch copy, its domain package first on every process's path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "layers/common/python"), str(root)])
+    with log.open("w") as out:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                              cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    failed = re.findall(r"^FAILED (\S+)", log.read_text(), flags=re.MULTILINE)
+    return done.returncode, failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and their tests")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.names or m.name in args.names]
+    unknown = set(args.names) - {m.name for m in MUTATIONS}
+    if unknown:
+        parser.error(f"unknown mutation(s): {', '.join(sorted(unknown))}")
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:32} {m.invariant:26} {' '.join(m.tests)}")
+        return 0
+    root = scratch_copy()
+    logs = Path(tempfile.mkdtemp(prefix="mutants-logs-"))
+    print(f"# scratch copy {root}; pytest logs in {logs}", flush=True)
+    bad = 0
+    for m in chosen:
+        started = time.monotonic()
+        try:
+            original = apply(root, m)
+        except ValueError as error:
+            print(f"ERROR    {m.name:32} {error}", flush=True)
+            bad += 1
+            continue
+        try:
+            code, failed = run_tests(root, m.tests, logs / f"{m.name}.log")
+        finally:
+            (root / m.path).write_text(original)
+        took = time.monotonic() - started
+        if code == 1 and failed:
+            verdict, detail = "caught", f"by {failed[0]}"
+        elif code == 0:
+            verdict, detail = "SURVIVED", "every test passed"
+            bad += 1
+        else:
+            verdict, detail = "ERROR", f"pytest exited {code}: see {logs / (m.name + '.log')}"
+            bad += 1
+        print(f"{verdict:8} {m.name:32} ({m.invariant}) {detail} [{took:.0f} s]", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    print(f"# {len(chosen) - bad} of {len(chosen)} caught", flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
