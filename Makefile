@@ -38,3 +38,8 @@ clean:
 
 -include mk/tooling.mk
 -include mk/local.mk
+
+# Each invariant's mechanisms broken one at a time; the tests that guard them must fail (slow: not in `make test`).
+.PHONY: mutants
+mutants: venv
+	$(PY) -m tests.mutants

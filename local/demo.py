@@ -207,8 +207,10 @@ class Killer(threading.Thread):
 
 
 def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_after: int = KILL_AFTER,
-        rate: int = RATE, deadline_s: float = DEADLINE_SECONDS) -> dict:
-    """The replay on a started stack (with its gateway); returns the JSON line's fields."""
+        rate: int = RATE, deadline_s: float = DEADLINE_SECONDS, evidence: dict | None = None) -> dict:
+    """The replay on a started stack (with its gateway); returns the JSON line's fields. `evidence`, if
+    given, gets the raw records the verdict comes from: the recipients as the API lists them, every send
+    the fake accepted, the runtime's record of each invocation, the kill."""
     api = Api(stack.gateway.url)
     fake = stack.fake
     say = Progress(progress_stream, recipients)
@@ -271,6 +273,9 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
     listed = api.recipients(campaign_id)
     result = verdict(listed, fake.sends())
     result["recovered_after_s"] = recovered_after
+    if evidence is not None:
+        evidence.update(recipients=listed, sends=fake.sends(), invocations=stack.runtime.history(),
+                        kill={"pid": killer.pid, "at": killer.at})
     resolved = sum(1 for r in listed if r.get("in_doubt_at") and r["status"] == "sent")
     say.event(f"in doubt: {result['in_doubt']} (claimed by the killed batch, never received by the Graph API; "
               f"policy skip: never resent); {resolved} more were in doubt until their status webhook proved them "
@@ -318,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int, default=RECIPIENTS)
     parser.add_argument("--kill-after", type=int, default=KILL_AFTER, help="accepted sends before the SIGKILL")
     parser.add_argument("--rate", type=int, default=RATE, help="messages per second of the campaign")
+    parser.add_argument("--evidence", metavar="FILE",
+                        help="write the raw records behind the verdict there as JSON (sends, recipients, invocations)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     started = time.monotonic()
@@ -347,8 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.stop()
             print(f"demo: the local stack did not start: {error}", file=sys.stderr)
             return 2
+        evidence: dict = {}
         try:
-            result = run(stack, sys.stderr, args.recipients, args.kill_after, args.rate)
+            result = run(stack, sys.stderr, args.recipients, args.kill_after, args.rate, evidence=evidence)
+            if args.evidence:
+                with open(args.evidence, "w") as file:
+                    json.dump(evidence, file)
         except DemoFailed as error:
             print(f"demo: FAILED: {error}", file=sys.stderr)
             return 1

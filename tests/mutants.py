@@ -48,7 +48,7 @@ MUTATIONS = (
         "completes-with-a-shard-open", "1 nothing lost", f"{CAMPAIGNS}/sender.py",
         (edit("    if item.open_shards:\n        return\n", "    if False:\n        return\n"),
          edit(" & Campaign.open_shards.does_not_exist(),", ",")),
-        ("tests/test_sending.py::test_campaign_is_sent_completely_once",),
+        ("tests/test_sending.py::test_a_pair_rate_refusal_waits_six_seconds_and_the_campaign_completes_only_after_it",),
     ),
     Mutation(
         "claim-condition-dropped", "2 no duplicate", f"{CAMPAIGNS}/ledger.py",
@@ -149,7 +149,7 @@ MUTATIONS = (
     Mutation(
         "pair-rate-not-waited", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
         (edit("delay = max(delay, 6.0)", "delay = delay"),),
-        ("tests/test_sending.py::test_a_pair_rate_error_retries_that_recipient_after_six_seconds_or_more",),
+        ("tests/test_sending.py::test_a_pair_rate_refusal_waits_six_seconds_and_the_campaign_completes_only_after_it",),
     ),
     Mutation(
         "retries-at-two-layers", "7 polite to the provider", f"{CAMPAIGNS}/whatsapp.py",

@@ -269,19 +269,21 @@ def test_a_batch_longer_than_its_lease_keeps_it_by_heartbeats(make_stack):
     assert audit(campaign, stack.fake)["statuses"] == {"sent": 400}
 
 
-def test_a_pair_rate_error_retries_that_recipient_after_six_seconds_or_more(make_stack):
-    """131056 (pair rate): Meta allows about one message per 6 s to one user: the retry waits that long
-    even when the backoff's own draw is shorter (the stack's backoff is 0.2-5 s)."""
+def test_a_pair_rate_refusal_waits_six_seconds_and_the_campaign_completes_only_after_it(make_stack):
+    """131056 (pair rate): Meta allows about one message per 6 s to one user, so the retry waits that long
+    even when the backoff's own draw is shorter (the stack's backoff is 0.2-5 s). Meanwhile the other
+    shard finishes: the campaign is completed only once the last shard has nothing open (invariant 1)."""
     stack = make_stack(fake_latency_ms=5)
-    campaign = new_campaign(3)
-    first = recipients(campaign)[0]
-    stack.fake.configure(reject_numbers={first.phone: 131056})
+    campaign = new_campaign(40, rate=160)  # two shards
+    refused = next(r for r in recipients(campaign) if r.PK.endswith("#SHARD#1"))
+    stack.fake.configure(reject_numbers={refused.phone: 131056})
     service.send(campaign.id, settings())
     wait_until(lambda: stack.fake.rejected(), 30, "the pair-rate refusal")
     stack.fake.configure(reject_numbers={})
     wait_until(completed(campaign), 60, "the campaign to complete")
+    assert audit(campaign, stack.fake)["lost"] == 0, "completed with a recipient still open"
     refused_at = stack.fake.rejected()[0]["at"]
-    resent_at = next(s["at"] for s in stack.fake.sends() if s["callback"] == first.callback_key)
+    resent_at = next(s["at"] for s in stack.fake.sends() if s["callback"] == refused.callback_key)
     assert resent_at - refused_at >= 6.0
 
 
