@@ -215,9 +215,10 @@ def test_throughput_storm_slows_the_sender_and_fails_nobody(make_stack):
     assert result["statuses"] == {"sent": 90}
     refused = stack.fake.stats()["by_code"].get("130429", 0)
     assert refused > 0, "the storm happened"
-    # The pace came down to the number's limit: at the campaign's 80 mps into 15, a sender that did
-    # not slow down would be refused ~4 times for every send accepted.
-    assert refused < 90, f"{refused} refusals for 90 sends"
+    # The pace came down to the number's limit. At the campaign's 80 mps into 15, a sender that did
+    # not slow down is refused ~3.5 times for every send accepted (320 in a run with AIMD off); one that
+    # halves its pace on a storm of refusals pays for the few seconds it takes to get there (60-95).
+    assert refused < 2 * 90, f"{refused} refusals for 90 sends"
 
 
 def test_fatal_error_pauses_the_campaign_and_stops_sending(make_stack):

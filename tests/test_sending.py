@@ -223,10 +223,10 @@ def test_a_batch_whose_own_clock_passed_its_lease_between_claim_and_post_does_no
 
     def claim_then_freeze(rec, owner, now):
         claimed = claim(rec, owner, now)
-        if rec.seq == 10:
-            frozen.jump(3600)
+        if rec.seq == 10:  # taken over first: a renewal from now on is refused, whenever it started
             later = time.time() + 3600
             leases.hand_to(campaign.id, 0, leases.new_token(), leases.free_or_expired(later), settings(), now=later)
+            frozen.jump(3600)
         return claimed
 
     monkeypatch.setattr(ledger, "claim", claim_then_freeze)
