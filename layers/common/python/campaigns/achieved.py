@@ -3,8 +3,8 @@ such a figure, written on the shard item by a heartbeat, still says something ab
 
 The limiter's pace is what a shard allows itself; a slow provider, a busy store or a starved
 process keep it under that pace, and only counting the sends that went through tells. The
-batch counts each accepted send as its main loop collects it (one checkpoint after the
-provider's answer, a few milliseconds) and its heartbeat flushes the figure onto the shard
+batch counts each accepted send as its main loop collects it (one checkpoint write after the
+provider's answer) and its heartbeat flushes the figure onto the shard
 item with the stamp of when it was measured (`Shard.achieved_rate`, `Shard.measured_at`): no
 write of its own, none per message.
 """
