@@ -56,11 +56,12 @@ def progress_bar(campaign: dict, width: int = BAR_WIDTH) -> str:
     total = int(campaign.get("total") or 0)
     done = sum(int(counts.get(k) or 0) for k in ("sent", "failed", "skipped", "in_doubt"))
     filled = int(width * done / total) if total else 0
-    rate = campaign.get("current_rate") or 0
+    achieved = campaign.get("current_rate") or 0  # what the provider accepted over the last seconds
+    pace = campaign.get("pace") or 0  # what the rate limiters allow: a ceiling
     eta = campaign.get("eta_seconds")
     line = (f"[{'#' * filled}{'.' * (width - filled)}] {100 * (done / total if total else 0):5.1f}% "
-            f"{done}/{total} · {campaign.get('status')} · {rate:g} msg/s")
-    if eta:
+            f"{done}/{total} · {campaign.get('status')} · achieved {achieved:g} msg/s · pace {pace:g} msg/s")
+    if eta is not None:
         line += f" · ETA {eta}s"
     return line
 
@@ -75,6 +76,11 @@ def describe(campaign: dict) -> str:
     template = campaign.get("template") or {}
     lines.append(f"  template {template.get('name')} ({template.get('language')}) · rate {campaign.get('rate')} "
                  f"msg/s · {campaign.get('shards')} shard(s) · in-doubt policy {campaign.get('in_doubt_policy')}")
+    moments = [f"{name} {campaign[f'{name}_at']}" for name in ("created", "started", "completed")
+               if campaign.get(f"{name}_at")]
+    if campaign.get("send_at"):
+        moments.insert(1, f"scheduled for {campaign['send_at']}")
+    lines.append("  " + " · ".join(moments))
     if campaign.get("stuck_shards"):
         lines.append(f"  stuck shards: {campaign['stuck_shards']} (recovery takes them over)")
     if campaign.get("paused_reason"):
@@ -178,10 +184,10 @@ def cmd_list(client: Client, args, out: IO[str]) -> int:
     if not items:
         print("no campaign" + (f" with status {args.status}" if args.status else ""), file=out)
     else:
-        print(f"{'ID':<18} {'STATUS':<10} {'RECIPIENTS':>10}  {'TEMPLATE':<20} {'CREATED':<25} NAME", file=out)
+        print(f"{'ID':<18} {'STATUS':<10} {'RECIPIENTS':>10}  {'TEMPLATE':<20} {'CREATED (UTC)':<29} NAME", file=out)
         for c in items:
             print(f"{c['id']:<18} {c['status']:<10} {c.get('recipients_reserved', 0):>10}  "
-                  f"{str(c.get('template_name')):<20} {str(c.get('created_at')):<25} {c.get('name')}", file=out)
+                  f"{str(c.get('template_name')):<20} {str(c.get('created_at')):<29} {c.get('name')}", file=out)
     if page.get("next"):
         print(f"more: --next {page['next']}", file=out)
     return 0

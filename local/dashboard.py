@@ -140,7 +140,8 @@ class Dashboard:
                                              {"status": "failed", "limit": "100"})
         if status != 200 or not isinstance(page, dict):
             return []
-        items = sorted(page.get("items") or [], key=lambda r: r.get("failed_at") or 0, reverse=True)
+        # ISO 8601 UTC strings of one form: their text order is their time order.
+        items = sorted(page.get("items") or [], key=lambda r: r.get("failed_at") or "", reverse=True)
         return [
             {
                 "at": r.get("failed_at"),
@@ -212,7 +213,8 @@ class Dashboard:
             "total": status.get("total"),
             "counts": {k: int((status.get("counts") or {}).get(k) or 0) for k in COUNT_NAMES},
             "progress": status.get("progress"),
-            "current_rate": status.get("current_rate"),
+            "current_rate": status.get("current_rate"),  # achieved: what the provider accepted lately
+            "pace": status.get("pace"),  # what the rate limiters allow
             "eta_seconds": status.get("eta_seconds"),
             "stuck_shards": status.get("stuck_shards") or [],
             "shards": status.get("shards"),

@@ -254,11 +254,11 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
         answer = api.call("GET", f"/campaigns/{campaign_id}")
         counts, status = answer["counts"], answer["status"]
         if not killer.pid:
-            note = f"{answer['current_rate']:.0f} msg/s"
+            note = f"achieved {answer['current_rate']:.0f} msg/s"
         elif recovered_after is None:
             note = f"STALLED {time.time() - killer.at:.1f}s (sender dead; waiting for recovery)"
         else:
-            note = f"recovered {recovered_after:.2f}s after the kill · {answer['current_rate']:.0f} msg/s"
+            note = f"recovered {recovered_after:.2f}s after the kill · achieved {answer['current_rate']:.0f} msg/s"
         say.bar(counts, note)
         if status != "sending" and killer.pid:
             break

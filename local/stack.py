@@ -56,6 +56,10 @@ class StackConfig:
     # A Graph API to use instead of the fake (GRAPH_API_URL), and its token and phone number id.
     graph_api_url: str = ""
     whatsapp_token: str = ""
+    # The app secret that signs status webhooks and the token of Meta's subscription check: a real
+    # app's, so that its webhooks (or any signing fake's) are verified here; random when unset.
+    whatsapp_app_secret: str = ""
+    whatsapp_verify_token: str = ""
     phone_number_id: str = "1234567890"
     fake_latency_ms: float = 50.0
     fake_latency_jitter: float = 0.2
@@ -87,10 +91,11 @@ class LocalStack:
         self.runtime: LambdaRuntime | None = None
         self.scheduler: Scheduler | None = None
         self.gateway = None
+        # The local Secrets Manager secret, as production's: each value given, or a random one.
         self.secret = {
             "access_token": self.config.whatsapp_token or secrets.token_urlsafe(24),
-            "app_secret": secrets.token_urlsafe(24),
-            "verify_token": secrets.token_urlsafe(12),
+            "app_secret": self.config.whatsapp_app_secret or secrets.token_urlsafe(24),
+            "verify_token": self.config.whatsapp_verify_token or secrets.token_urlsafe(12),
         }
         self.env: dict[str, str] = {}
 

@@ -1,7 +1,8 @@
 """`make up`: the whole local stack in the foreground, until Ctrl-C or SIGTERM.
 
 moto (DynamoDB with the table from template.yaml, Secrets Manager), the fake Graph API (unless
-GRAPH_API_URL names another one: then WHATSAPP_TOKEN and PHONE_NUMBER_ID configure the client), the local
+GRAPH_API_URL names another one: then WHATSAPP_TOKEN and PHONE_NUMBER_ID configure the client; the webhook
+verifies WHATSAPP_APP_SECRET's signatures and WHATSAPP_VERIFY_TOKEN's handshake, when set), the local
 Lambda runtime (every invocation an OS process), the recovery schedule every RECOVERY_INTERVAL_SECONDS,
 and the gateway with the HTTP API and the dashboard on http://127.0.0.1:3000 (API_PORT). Every timing and
 port comes from the environment: each StackConfig field, upper-cased (see docs/local.md).
@@ -48,9 +49,13 @@ def describe(stack) -> list[str]:
         graph = f"{stack.fake.url}   (fake: latency ~{cfg.fake_latency_ms:g}ms, signed status webhooks to {api}/webhook)"
     else:
         graph = f"{cfg.graph_api_url}   (phone number id {cfg.phone_number_id})"
+    secret = "WHATSAPP_APP_SECRET" if cfg.whatsapp_app_secret else "generated"
+    token = "WHATSAPP_VERIFY_TOKEN" if cfg.whatsapp_verify_token else "generated"
+    webhook = f"{api}/webhook   (app secret: {secret}; verify token: {token})"
     return [
         "local stack running:",
         f"  HTTP API     {api}   (curl {api}/campaigns; OpenAPI at {api}/openapi.json)",
+        f"  webhook      {webhook}",
         f"  dashboard    {api}/_local/dashboard",
         f"  invocations  {api}/_local/invocations",
         f"  DynamoDB     {stack.moto.url}   (moto; table {cfg.table_name!r}, also Secrets Manager)",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import boto3
 import pytest
@@ -129,6 +131,15 @@ def stored(campaign_id: str) -> list[Recipient]:
     return found
 
 
+# The one form of a moment in answers: ISO 8601, UTC, milliseconds.
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+
+
+def epoch_of(moment: str) -> float:
+    assert ISO_UTC.match(moment), moment
+    return datetime.fromisoformat(moment).timestamp()
+
+
 def assert_error(answer: Answer, status: int, code: str | None = None, field: str | None = None) -> None:
     assert answer.status == status, answer.body
     assert set(answer.error) >= {"code", "message", "field"}
@@ -159,7 +170,7 @@ def test_create_scheduled(stack, send_at):
     value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if send_at == "iso" else int(at)
     body = create(send_at=value)
     assert body["status"] == "scheduled"
-    assert body["send_at"] == pytest.approx(int(at), abs=1)
+    assert epoch_of(body["send_at"]) == pytest.approx(int(at), abs=1)
     # Recovery finds it through the due index.
     campaign = service.get_campaign(body["id"])
     assert campaign.due_kind == "campaign" and campaign.due_at == pytest.approx(int(at), abs=1)
@@ -740,10 +751,92 @@ def test_list_recipients_rejects_bad_queries(stack):
 def test_campaign_status_shape(stack):
     campaign = create(recipients=rows(1, 2))
     body = call("GET", f"/campaigns/{campaign['id']}").body
-    for name in ("id", "status", "counts", "total", "paused_reason", "progress", "current_rate", "eta_seconds",
-                 "stuck_shards", "last_error"):
+    for name in ("id", "status", "counts", "total", "paused_reason", "progress", "current_rate", "pace",
+                 "eta_seconds", "stuck_shards", "last_error"):
         assert name in body
     assert body["counts"]["pending"] == 2 and body["total"] == 2
+
+
+def _moments(answer) -> dict[str, object]:
+    """Every `*_at` field anywhere in an answer, by its path."""
+    found: dict[str, object] = {}
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key.endswith("_at"):
+                    found[f"{path}.{key}"] = inner
+                walk(inner, f"{path}.{key}")
+        elif isinstance(value, list):
+            for n, inner in enumerate(value):
+                walk(inner, f"{path}[{n}]")
+
+    walk(answer, "")
+    return found
+
+
+def test_every_moment_in_every_answer_is_iso_8601_utc(stack):
+    """One form: ISO 8601 in UTC, whether the store keeps the moment as epoch seconds or as a string."""
+    campaign = create(recipients=rows(1, 2), send_at=time.time() + 3600)
+    cid = campaign["id"]
+    Campaign(*Campaign.key(cid)).update(actions=[Campaign.started_at.set(1_795_892_060.97),
+                                                 Campaign.completed_at.set(1_795_892_075.91)])
+    rec = stored(cid)[0]
+    rec.update(actions=[Recipient.sent_at.set(1_795_892_061), Recipient.delivered_at.set(1_795_892_062.5),
+                        Recipient.read_at.set(1_795_892_063), Recipient.failed_at.set(1_795_892_064),
+                        Recipient.in_doubt_at.set(1_795_892_065)])
+    status = call("GET", f"/campaigns/{cid}").body
+    listed = call("GET", "/campaigns").body
+    recipients = call("GET", f"/campaigns/{cid}/recipients").body
+    answers = {"status": status, "list": listed, "recipients": recipients, "create": campaign}
+    moments = {f"{name}{path}": value for name, answer in answers.items() for path, value in _moments(answer).items()}
+    for name in ("status.send_at", "status.created_at", "status.started_at", "status.completed_at",
+                 "list.items[0].send_at", "list.items[0].created_at", "list.items[0].started_at",
+                 "list.items[0].completed_at", "recipients.items[0].sent_at", "recipients.items[0].delivered_at",
+                 "recipients.items[0].read_at", "recipients.items[0].failed_at", "recipients.items[0].in_doubt_at"):
+        assert name in moments, name
+    for name, value in moments.items():
+        assert value is None or (isinstance(value, str) and ISO_UTC.match(value)), (name, value)
+    assert status["started_at"] == "2026-11-28T18:54:20.970+00:00"
+    assert recipients["items"][0]["delivered_at"] == "2026-11-28T18:54:22.500+00:00"
+    assert epoch_of(status["created_at"]) == pytest.approx(time.time(), abs=60)
+    assert listed["items"][0]["send_at"] == status["send_at"]
+
+
+# -- the live figures: achieved rate, pace, ETA ----------------------------------------------------------
+
+
+def _shard_figures(cid: str, shard: int, *, achieved: float, pace: float, measured_at: float,
+                   held: bool = True) -> None:
+    """What a batch's heartbeat writes on its shard item, written here directly."""
+    actions = [Shard.achieved_rate.set(achieved), Shard.pace.set(pace), Shard.measured_at.set(measured_at)]
+    actions.append(Shard.lease_owner.set(f"batch-{shard}") if held else Shard.lease_owner.remove())
+    Shard(*Shard.key(cid, shard)).update(actions=actions)
+
+
+def test_status_reports_the_achieved_rate_and_the_pace_apart_and_the_eta_from_what_is_achieved(stack):
+    cid = create(recipients=rows(*range(1, 301)), rate=240)["id"]  # 3 shards, 100 recipients each
+    now = time.time()
+    _shard_figures(cid, 0, achieved=20.0, pace=79.2, measured_at=now)
+    _shard_figures(cid, 1, achieved=19.5, pace=79.2, measured_at=now - 1)
+    _shard_figures(cid, 2, achieved=0.0, pace=79.2, measured_at=now)
+    body = call("GET", f"/campaigns/{cid}").body
+    assert body["current_rate"] == 39.5 and body["pace"] == pytest.approx(237.6)
+    assert body["eta_seconds"] == round(300 / 39.5)  # 8 s, where the pace would say 1
+
+
+def test_a_dead_or_released_batch_figures_stop_counting(stack):
+    cid = create(recipients=rows(*range(1, 301)), rate=240)["id"]
+    now = time.time()
+    stale = now - service.achieved.fresh_for(settings().heartbeat_seconds, settings().clock_skew_seconds) - 1
+    _shard_figures(cid, 0, achieved=20.0, pace=79.2, measured_at=now)
+    _shard_figures(cid, 1, achieved=30.0, pace=79.2, measured_at=stale)  # its batch died: still held
+    _shard_figures(cid, 2, achieved=40.0, pace=79.2, measured_at=now, held=False)  # let go: not sending
+    body = call("GET", f"/campaigns/{cid}").body
+    assert (body["current_rate"], body["pace"]) == (20.0, 79.2)
+    _shard_figures(cid, 0, achieved=0.0, pace=79.2, measured_at=now)
+    body = call("GET", f"/campaigns/{cid}").body
+    assert (body["current_rate"], body["eta_seconds"]) == (0.0, None)  # nothing is being sent
 
 
 def test_openapi_route_serves_the_schema(stack):

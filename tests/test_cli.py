@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 import requests
@@ -58,6 +59,8 @@ def test_create_send_watch_list_through_the_api(api, tmp_path, capsys):
     assert any("sending" in line for line in lines)  # progress lines while it ran
     assert f"{campaign_id}  Diwali  [completed]" in out
     assert "sent 30" in out and "30/30" in out
+    moment = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"
+    assert re.search(f"created {moment} · started {moment} · completed {moment}", out), out
 
     code, out = run(url, "list")
     assert code == 0 and campaign_id in out and "completed" in out
@@ -102,8 +105,13 @@ def test_template_and_progress_helpers(tmp_path):
     assert template_for("t", "en_US", 0) == {"name": "t", "language": "en_US", "components": []}
     body = template_for("t", "en_US", 3)["components"][0]
     assert [p["text"] for p in body["parameters"]] == ["{{1}}", "{{2}}", "{{3}}"]
-    bar = progress_bar({"status": "sending", "total": 10, "counts": {"sent": 4, "failed": 1}, "current_rate": 8})
-    assert "50.0%" in bar and "5/10" in bar and "8 msg/s" in bar
+    bar = progress_bar({"status": "sending", "total": 10, "counts": {"sent": 4, "failed": 1}, "current_rate": 8,
+                        "pace": 79.2, "eta_seconds": 0})
+    assert "50.0%" in bar and "5/10" in bar
+    assert "achieved 8 msg/s · pace 79.2 msg/s · ETA 0s" in bar  # each figure by its name; an ETA of 0 shown
+    idle = progress_bar({"status": "paused", "total": 10, "counts": {"sent": 4}, "current_rate": 0, "pace": 0,
+                         "eta_seconds": None})
+    assert "achieved 0 msg/s" in idle and "ETA" not in idle  # nothing being sent: no ETA
 
 
 # -- the deployed API: SigV4 --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from local.dashboard import Dashboard
 from tests.helpers import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,8 +35,11 @@ def render(url: str, tmp_path: Path) -> str:
     return done.stdout
 
 
+FIGURES = ("achieved", "pace", "eta")  # the summary's live figures, each a span of that class
+
+
 class Campaigns(HTMLParser):
-    """Each campaign section's data attributes and its count cells."""
+    """Each campaign section's data attributes, its count cells, its figures and its error lines."""
 
     def __init__(self):
         super().__init__()
@@ -44,15 +48,23 @@ class Campaigns(HTMLParser):
         self.body: dict = {}
         self._current: dict | None = None
         self._cell: str | None = None
+        self._figure: str | None = None
+        self._error: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "body":
             self.body = attrs
         if tag == "section" and "data-campaign-id" in attrs:
-            self._current = self.found[attrs["data-campaign-id"]] = {**attrs, "counts": {}}
+            self._current = self.found[attrs["data-campaign-id"]] = {**attrs, "counts": {}, "figures": {},
+                                                                      "errors": []}
         if self._current is not None and tag == "td" and "data-count" in attrs:
             self._cell = attrs["data-count"]
+        if self._current is not None and tag == "span" and attrs.get("class") in FIGURES:
+            self._figure = attrs["class"]
+        if self._current is not None and tag == "li":
+            self._error = []
+            self._current["errors"].append(self._error)
         if tag == "svg" and "data-plot" in attrs:
             self.plots.append(attrs)
 
@@ -60,6 +72,15 @@ class Campaigns(HTMLParser):
         if self._cell and self._current is not None:
             self._current["counts"][self._cell] = int(data)
             self._cell = None
+        if self._figure and self._current is not None:
+            self._current["figures"][self._figure] = data
+            self._figure = None
+        if self._error is not None:
+            self._error.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "li":
+            self._error = None
 
 
 @pytest.fixture
@@ -105,7 +126,50 @@ def test_the_dashboard_shows_a_running_campaign(stack, tmp_path):
     assert {p["data-plot"] for p in page.plots} >= {"progress", "messages/s"}
     assert all(int(p["data-points"]) >= 2 for p in page.plots)
     assert "Dashboard &lt;b&gt;check&lt;/b&gt;" in dom
+    # The live figures by their names: what is achieved, and the pace apart (rate 20: 19.8 a second).
+    assert re.fullmatch(r"achieved [\d.]+ msg/s", shown["figures"]["achieved"])
+    assert shown["figures"]["pace"] in ("pace 19.8 msg/s", "pace 0 msg/s")  # 0 once it has finished
     assert re.search(r"sender pid \d+ · running", dom), "the live sender is listed"
+
+
+class _Answers:
+    """Stands in for the gateway: the dashboard reads these API answers (the unit here is the page)."""
+
+    runtime = None
+
+    def __init__(self, campaign: dict, failed: list[dict]):
+        self.campaign, self.failed = campaign, failed
+
+    def call_api(self, method, path, query=None, body=None):
+        if path == "/campaigns":
+            return 200, {"items": [{"id": self.campaign["id"], "status": self.campaign["status"]}], "next": None}
+        if path.endswith("/recipients"):
+            return 200, {"items": self.failed, "next": None}
+        return 200, self.campaign
+
+
+def test_the_page_names_the_achieved_rate_the_pace_and_the_eta_and_reads_iso_moments(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium is not installed: run `make chromium` (make test does)")
+    campaign = {"id": "c0ffee", "name": "figures", "status": "sending", "rate": 80, "shards": 1, "total": 500,
+                "counts": {"pending": 400, "sent": 99, "failed": 1}, "progress": 0.2, "current_rate": 38.4,
+                "pace": 79.2, "eta_seconds": 10, "stuck_shards": [], "paused_reason": None, "last_error": None,
+                "started_at": "2026-11-28T18:54:20.970+00:00", "completed_at": None}
+    failed = [{"failed_at": at, "phone": "919876543210", "error_code": 131026, "error_class": "recipient",
+               "error_message": "undeliverable"} for at in ("2026-11-28T18:54:21.000+00:00",
+                                                            "2026-11-28T18:54:29.000+00:00")]
+    dashboard = Dashboard(_Answers(campaign, failed))
+    dashboard.sample()
+    page_file = tmp_path / "dashboard.html"
+    page_file.write_text(dashboard.page(), encoding="utf-8")
+    page = Campaigns()
+    page.feed(render(page_file.as_uri(), tmp_path))  # its first render, from the metrics in the page
+    shown = page.found["c0ffee"]
+    assert shown["figures"] == {"achieved": "achieved 38.4 msg/s", "pace": "pace 79.2 msg/s", "eta": "ETA 10 s"}
+    # The failed recipients' ISO moments are shown as times of day, the latest first.
+    times = [parts[0] for parts in shown["errors"]]
+    assert len(times) == 2 and all(re.fullmatch(r"\d{1,2}:\d\d:\d\d( [AP]M)?", t) for t in times), times
+    assert times[0] != times[1] and "29" in times[0].split(":")[2]
 
 
 def test_the_feed_reports_stuck_shards_and_recent_failures(stack):
@@ -129,5 +193,6 @@ def test_the_feed_reports_stuck_shards_and_recent_failures(stack):
     assert failure["function"] == "sender" and failure["pid"] == senders[0]["pid"]
     assert failure["outcome"] == "killed" and "signal: killed" in failure["message"]
     campaign = next(c for c in feed["campaigns"] if c["id"] == campaign_id)
-    assert set(campaign) >= {"counts", "series", "stuck_shards", "errors", "progress", "current_rate"}
+    assert set(campaign) >= {"counts", "series", "stuck_shards", "errors", "progress", "current_rate", "pace",
+                             "eta_seconds"}
     assert isinstance(campaign["stuck_shards"], list)

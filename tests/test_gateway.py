@@ -20,8 +20,9 @@ import requests
 
 from campaigns import service
 from local.gateway import Gateway, GatewayError, Handler, route, routes_from_template
-from local.stack import FUNCTION_NAMES
+from local.stack import FUNCTION_NAMES, StackConfig
 from local.template import load_template
+from local.up import describe
 from tests.helpers import audit, wait_until
 
 TEMPLATE = {"name": "diwali_offer", "language": "en_US",
@@ -251,6 +252,33 @@ def test_status_webhooks_from_the_fake_round_trip_through_the_webhook_route(api_
     challenge = requests.get(f"{url}/webhook", timeout=10, params={
         "hub.mode": "subscribe", "hub.verify_token": stack.secret["verify_token"], "hub.challenge": "42"})
     assert (challenge.status_code, challenge.text) == (200, "42")
+
+
+def _signed(body: bytes, app_secret: str) -> dict:
+    return {"Content-Type": "application/json",
+            "X-Hub-Signature-256": "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()}
+
+
+def test_the_stack_verifies_webhooks_with_the_app_secret_and_verify_token_of_the_environment(api_stack, monkeypatch):
+    """As with WHATSAPP_TOKEN: a real Meta app's webhooks, or any fake that signs them, pass the local
+    stack's checks when its app secret and verify token are given in the environment."""
+    monkeypatch.setenv("WHATSAPP_APP_SECRET", "the-meta-apps-secret")
+    monkeypatch.setenv("WHATSAPP_VERIFY_TOKEN", "the-apps-verify-token")
+    config = StackConfig.from_env()
+    stack = api_stack(whatsapp_app_secret=config.whatsapp_app_secret,
+                      whatsapp_verify_token=config.whatsapp_verify_token)
+    url = stack.gateway.url
+    handshake = {"hub.mode": "subscribe", "hub.verify_token": "the-apps-verify-token", "hub.challenge": "1158201444"}
+    answer = requests.get(f"{url}/webhook", params=handshake, timeout=10)
+    assert (answer.status_code, answer.text) == (200, "1158201444")
+    other_token = requests.get(f"{url}/webhook", params={**handshake, "hub.verify_token": "another"}, timeout=10)
+    assert other_token.status_code == 403
+    body = json.dumps({"object": "whatsapp_business_account", "entry": []}).encode()
+    assert requests.post(f"{url}/webhook", data=body, headers=_signed(body, "the-meta-apps-secret"),
+                         timeout=10).status_code == 200
+    assert requests.post(f"{url}/webhook", data=body, headers=_signed(body, "another-apps-secret"),
+                         timeout=10).status_code == 403
+    assert "(app secret: WHATSAPP_APP_SECRET; verify token: WHATSAPP_VERIFY_TOKEN)" in "\n".join(describe(stack))
 
 
 @pytest.mark.crash

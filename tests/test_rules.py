@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from campaigns.achieved import AchievedRate, is_fresh
 from campaigns.config import Settings
 from campaigns.graph_errors import ErrorClass, classify
 from campaigns.observability import mask_phone
@@ -217,6 +218,52 @@ def test_however_late_sends_leave_no_second_holds_more_than_the_pace(delays, rat
             clock.sleep(wait)
         left.append(clock.now)
     assert all(sum(1 for t in left if start <= t < start + 1.0 - 1e-9) <= max(1, math.floor(rate)) for start in left)
+
+
+def _accept_at(meter: AchievedRate, clock: FakeClock, rate: float, seconds: float) -> None:
+    """`rate` accepted sends a second for `seconds`, evenly spaced, on the fake clock."""
+    for _ in range(round(rate * seconds)):
+        clock.now += 1 / rate
+        meter.accepted()
+
+
+ONE_SEND_IN_5_S = 1 / 5 + 1e-9  # evenly spaced sends: the window's edge may hold one more or one less
+
+
+def test_achieved_rate_counts_the_accepted_sends_of_the_trailing_window():
+    clock = FakeClock()
+    meter = AchievedRate(window=5.0, clock=clock)
+    _accept_at(meter, clock, 40, 20)
+    assert meter.rate() == pytest.approx(40, abs=ONE_SEND_IN_5_S)
+    _accept_at(meter, clock, 10, 5)  # the provider slowed down: a window later, that is all it says
+    assert meter.rate() == pytest.approx(10, abs=ONE_SEND_IN_5_S)
+    clock.now += 2.0  # a stall: the sends of the last 2 s are missing from the window
+    assert meter.rate() == pytest.approx(10 * 3 / 5, abs=ONE_SEND_IN_5_S)
+    clock.now += 3.0
+    assert meter.rate() == 0.0
+
+
+def test_achieved_rate_of_a_batch_younger_than_its_window_is_its_rate_so_far():
+    clock = FakeClock()
+    meter = AchievedRate(window=5.0, clock=clock)
+    assert meter.rate() == 0.0  # nothing yet, and no division by an age of zero
+    _accept_at(meter, clock, 40, 2)
+    assert meter.rate() == pytest.approx(40)  # not 80 sends over 5 s (16)
+
+
+def test_achieved_rate_forgets_what_left_the_window_even_unasked():
+    clock = FakeClock()
+    meter = AchievedRate(window=5.0, clock=clock)
+    _accept_at(meter, clock, 80, 60)
+    assert len(meter._accepted) <= 80 * 5 + 1
+
+
+def test_a_figure_is_fresh_for_a_window_or_three_heartbeats_plus_the_clock_skew():
+    assert is_fresh(100.0, 105.5, heartbeat_seconds=1, clock_skew_seconds=0.5)
+    assert not is_fresh(100.0, 105.6, heartbeat_seconds=1, clock_skew_seconds=0.5)
+    assert is_fresh(100.0, 130.0, heartbeat_seconds=10, clock_skew_seconds=0)  # slow heartbeats: 3 of them
+    assert not is_fresh(100.0, 130.1, heartbeat_seconds=10, clock_skew_seconds=0)
+    assert not is_fresh(None, 100.0, heartbeat_seconds=1, clock_skew_seconds=0)  # never measured
 
 
 def test_send_window_holds_the_pace_by_littles_law():

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from pynamodb.exceptions import UpdateError
 
-from campaigns import invoker, ledger, sender, service
+from campaigns import achieved, invoker, ledger, sender, service
 from campaigns import lease as leases
 from campaigns.config import settings
 from campaigns.models import Shard
@@ -52,6 +52,43 @@ def test_a_slow_provider_gets_as_many_sends_in_flight_as_its_pace_needs(make_sta
     assert 8 < stack.fake.stats()["peak_in_flight"] <= 32
     result = audit(campaign, stack.fake)
     assert result["statuses"] == {"sent": 100} and result["duplicates"] == {}
+
+
+def test_the_status_reports_the_rate_the_provider_counts_not_the_pace(make_stack):
+    """A provider slowed to 400 ms a send holds a shard of 8 sends in flight under 8 / 0.32 s = 25
+    msg/s (Little's law, at the fastest draw of its ±20 %), far under its pace of 79.2: the status's
+    current_rate must be the sends the fake counted over the same window, and the pace a field apart.
+
+    Tolerance: the two count the same sends, the fake when each arrives and the batch when it
+    collects each accepted send's checkpoint. Between the two moments a send holds one of the
+    batch's window slots, so at any instant the fake is ahead of the batch by 0 to MAX_IN_FLIGHT
+    sends; each figure is a difference of such counts at the window's two ends, so they differ by
+    at most MAX_IN_FLIGHT sends over the window, whatever the speed of the machine.
+    """
+    stack = make_stack(fake_latency_ms=400, fake_latency_jitter=0.2, with_scheduler=False,
+                       batch_seconds=120)  # one batch throughout: its window is never younger than it
+    campaign = new_campaign(300)
+    service.send(campaign.id, settings())
+    window = achieved.WINDOW_SECONDS
+
+    def a_status_over_a_whole_window():
+        shard = Shard.get(*Shard.key(campaign.id, 0), consistent_read=True)
+        sends = stack.fake.sends()
+        if not sends or shard.measured_at is None or float(shard.measured_at) < sends[0]["at"] + window:
+            return None  # not sending for a whole window yet
+        answer = status(campaign)
+        if Shard.get(*Shard.key(campaign.id, 0), consistent_read=True).measured_at != shard.measured_at:
+            return None  # a heartbeat landed between the reads
+        return float(shard.measured_at), answer
+
+    measured_at, answer = wait_until(a_status_over_a_whole_window, 60, "a status after a window of sending")
+    counted = sum(1 for s in stack.fake.sends() if measured_at - window < s["at"] <= measured_at)
+    in_flight = stack.config.max_in_flight
+    assert answer["current_rate"] == pytest.approx(counted / window, abs=in_flight / window)
+    assert answer["pace"] == pytest.approx(79.2)
+    assert counted / window + in_flight / window < answer["pace"]  # the run tells the two apart
+    assert answer["eta_seconds"] == round(answer["counts"]["pending"] / answer["current_rate"])
+    service.cancel(campaign.id)
 
 
 def test_sends_go_on_while_a_heartbeat_waits_on_the_store(make_stack, monkeypatch):

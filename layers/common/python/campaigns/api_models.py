@@ -97,6 +97,10 @@ class ImportRequest(_Strict):
     recipients: list[RecipientIn]
 
 
+# Every moment in an answer: ISO 8601 in UTC (campaigns.timestamps.iso_utc), e.g. 2026-11-28T18:54:13.556+00:00.
+Moment = Annotated[datetime | None, Field(description="ISO 8601, UTC, or null")]
+
+
 class Counts(BaseModel):
     pending: int
     sending: int
@@ -120,15 +124,20 @@ class CampaignOut(BaseModel):
     total: int
     counts: Counts
     progress: float = Field(description="finished share of the recipients, 0..1")
-    current_rate: float = Field(description="messages per second the live senders report")
-    eta_seconds: int | None
+    current_rate: float = Field(description="achieved rate: messages per second the provider accepted over "
+                                "the last 5 s, summed over the shards being sent (0 when none is)")
+    pace: float = Field(description="messages per second the senders' rate limiters allow now, over the "
+                        "shards being sent (1 % under the campaign's rate, less what 130429 refusals took off): "
+                        "a ceiling, not what is sent")
+    eta_seconds: int | None = Field(description="pending recipients / current_rate, in seconds; null while "
+                                    "nothing is being sent")
     paused_reason: str | None
     last_error: str | None
     stuck_shards: list[int] = Field(description="shards whose sender lease expired (recovery takes them over)")
-    send_at: float | None
-    created_at: str
-    started_at: float | None
-    completed_at: float | None
+    send_at: Moment
+    created_at: datetime = Field(description="ISO 8601, UTC")
+    started_at: Moment
+    completed_at: Moment
 
 
 class Rejected(BaseModel):
@@ -164,10 +173,10 @@ class CampaignSummary(BaseModel):
     rate: int
     recipients_reserved: int
     paused_reason: str | None
-    send_at: float | None
-    created_at: str
-    started_at: float | None
-    completed_at: float | None
+    send_at: Moment
+    created_at: datetime = Field(description="ISO 8601, UTC")
+    started_at: Moment
+    completed_at: Moment
 
 
 class CampaignPage(BaseModel):
@@ -187,11 +196,11 @@ class RecipientOut(BaseModel):
     error_code: int | None
     error_class: str | None
     error_message: str | None
-    sent_at: float | None
-    delivered_at: float | None
-    read_at: float | None
-    failed_at: float | None
-    in_doubt_at: float | None
+    sent_at: Moment
+    delivered_at: Moment
+    read_at: Moment
+    failed_at: Moment
+    in_doubt_at: Moment
 
 
 class RecipientPage(BaseModel):

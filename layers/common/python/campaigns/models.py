@@ -160,7 +160,12 @@ class Shard(Model):
     # Set by the batch that takes the lease, removed when it lets go cleanly (its counters
     # flushed): a batch that finds it already set knows its predecessor died, and recounts.
     dirty_since = NumberAttribute(null=True)
-    current_rate = NumberAttribute(default=0)
+    # The live figures, measured by the holding batch and flushed with each heartbeat: the sends
+    # the provider accepted over a trailing window (campaigns.achieved), the limiter's pace, and
+    # when both were measured (a status counts them only while that is recent).
+    achieved_rate = NumberAttribute(default=0)
+    pace = NumberAttribute(default=0)
+    measured_at = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     heartbeat_at = NumberAttribute(null=True)
     finished_at = NumberAttribute(null=True)

@@ -31,6 +31,7 @@ from pynamodb.exceptions import UpdateError
 
 from . import invoker, ledger
 from . import lease as leases
+from .achieved import AchievedRate
 from .config import Settings, whatsapp_secret
 from .graph_errors import ErrorClass, classify
 from .models import Campaign, Recipient, Shard, Suppression
@@ -157,6 +158,7 @@ class ShardBatch:
         self.lease: leases.Lease | None = None
         self.campaign: Campaign | None = None
         self.limiter: RateLimiter | None = None
+        self.achieved: AchievedRate | None = None  # made with the limiter, when sending starts
         self.window = SendWindow(settings.max_in_flight)
         self.results: queue.Queue[Result | Beat] = queue.Queue()
         self.in_flight = 0
@@ -193,6 +195,7 @@ class ShardBatch:
         else:
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
             self.limiter = RateLimiter(per_shard * PACE_UNDER_LIMIT)
+            self.achieved = AchievedRate()
             self.start_cursor = self.scanned_to = int(shard.cursor)
             reader = ReadAhead(ledger.scan(self.campaign_id, self.shard_no, int(shard.cursor)),
                                buffer=ledger.SCAN_PAGE)
@@ -443,6 +446,7 @@ class ShardBatch:
             count(Metric.MESSAGES_SENT)
             latency_ms(Metric.SEND_LATENCY, result.latency_ms)
             self.limiter.succeeded()
+            self.achieved.accepted()
         elif kind == "failed":
             self._count_failed(result.error_class)
         elif kind == "in_doubt":
@@ -567,7 +571,10 @@ class ShardBatch:
     def _progress_actions(self) -> list:
         actions = [Shard.cursor.set(self._cursor())]
         if self.limiter:
-            actions.append(Shard.current_rate.set(round(self.limiter.rate, 2)))
+            # The figures a status shows, riding this write: what was sent, and the pace allowed.
+            actions += [Shard.achieved_rate.set(round(self.achieved.rate(), 2)),
+                        Shard.pace.set(round(self.limiter.rate, 2)),
+                        Shard.measured_at.set(time.time())]
         for name, delta in self.deltas.items():
             if delta:
                 actions.append(getattr(Shard, name).add(delta))

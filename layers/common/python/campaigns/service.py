@@ -15,12 +15,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.expressions.condition import Condition
 
-from . import imports, ledger
+from . import achieved, imports, ledger
 from . import lease as leases
 from .config import Settings
 from .graph_errors import ErrorClass, classify
@@ -29,6 +28,7 @@ from .observability import logger
 from .sender import start_shard
 from .states import CAMPAIGN_ACTIONS, CampaignStatus, RecipientStatus
 from .states import RecipientStatus as R
+from .timestamps import iso_utc, now_iso
 
 
 class ServiceError(Exception):
@@ -90,10 +90,6 @@ class RecipientRow:
     variables: list[str] = field(default_factory=list)
 
 
-def _iso(ts: float | None = None) -> str:
-    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(timespec="milliseconds")
-
-
 def shard_count_for(rate: int, settings: Settings) -> int:
     return max(1, math.ceil(rate / settings.shard_rate))
 
@@ -124,8 +120,8 @@ def create_campaign(spec: CampaignSpec, settings: Settings, campaign_id: str | N
         in_doubt_policy=spec.in_doubt_policy,
         status=(CampaignStatus.SCHEDULED if scheduled else CampaignStatus.DRAFT).value,
         send_at=spec.send_at,
-        created_at=_iso(),
-        updated_at=_iso(),
+        created_at=now_iso(),
+        updated_at=now_iso(),
     )
     if scheduled:
         campaign.due_kind, campaign.due_at = DUE_CAMPAIGN, spec.send_at
@@ -206,7 +202,7 @@ def _transition_checked(
     item = Campaign(*Campaign.key(campaign_id))
     condition: Condition = Campaign.status.is_in(*[s.value for s in sources])
     try:
-        item.update(actions=[Campaign.updated_at.set(_iso()), *actions], condition=condition & Campaign.PK.exists())
+        item.update(actions=[Campaign.updated_at.set(now_iso()), *actions], condition=condition & Campaign.PK.exists())
     except UpdateError as error:
         if not leases.conditional_failed(error):
             raise
@@ -343,7 +339,8 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
     done = counts["sent"] + counts["failed"] + counts["skipped"] + counts["in_doubt"]
     counts["pending"] = max(0, total - done)
     stuck = [int(s.shard) for s in shards if s.lease_owner and s.lease_expires and s.lease_expires < now]
-    rate = sum(float(s.current_rate or 0) for s in shards if s.lease_owner)
+    live = [s for s in shards if _sending_now(s, now, settings)]
+    rate = sum(float(s.achieved_rate or 0) for s in live)
     return {
         "id": campaign.id,
         "name": campaign.name,
@@ -357,15 +354,26 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
         "counts": counts,
         "progress": round(done / total, 4) if total else 0.0,
         "current_rate": round(rate, 2),
+        "pace": round(sum(float(s.pace or 0) for s in live), 2),
+        # From what is being achieved, not from the pace: a slow provider or store stretches it.
         "eta_seconds": round(counts["pending"] / rate) if rate else None,
         "paused_reason": campaign.paused_reason,
         "last_error": campaign.last_error or next((s.last_error for s in shards if s.last_error), None),
         "stuck_shards": stuck,
-        "send_at": campaign.send_at,
-        "created_at": campaign.created_at,
-        "started_at": campaign.started_at,
-        "completed_at": campaign.completed_at,
+        **_campaign_times(campaign),
     }
+
+
+def _sending_now(shard: Shard, now: float, settings: Settings) -> bool:
+    """A shard whose figures count: held by a batch that measured them recently (a dead batch's
+    last figures stop counting once they are stale, before recovery has even noticed it)."""
+    return bool(shard.lease_owner) and achieved.is_fresh(shard.measured_at, now, settings.heartbeat_seconds,
+                                                          settings.clock_skew_seconds)
+
+
+def _campaign_times(campaign: Campaign) -> dict:
+    return {name: iso_utc(getattr(campaign, name)) for name in ("send_at", "created_at", "started_at",
+                                                                 "completed_at")}
 
 
 # -- creating with recipients, importing, scheduling, listing (the HTTP API's use cases) ----------
@@ -502,10 +510,7 @@ def campaign_summary(campaign: Campaign) -> dict:
         "rate": int(campaign.rate),
         "recipients_reserved": int(campaign.recipient_count or 0),
         "paused_reason": campaign.paused_reason,
-        "send_at": campaign.send_at,
-        "created_at": campaign.created_at,
-        "started_at": campaign.started_at,
-        "completed_at": campaign.completed_at,
+        **_campaign_times(campaign),
     }
 
 
@@ -567,11 +572,8 @@ def recipient_view(rec: Recipient) -> dict:
         "error_code": code,
         "error_class": classify(code).value if code is not None else None,
         "error_message": rec.error_message,
-        "sent_at": rec.sent_at,
-        "delivered_at": rec.delivered_at,
-        "read_at": rec.read_at,
-        "failed_at": rec.failed_at,
-        "in_doubt_at": rec.in_doubt_at,
+        **{name: iso_utc(getattr(rec, name)) for name in ("sent_at", "delivered_at", "read_at", "failed_at",
+                                                           "in_doubt_at")},
     }
 
 
