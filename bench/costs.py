@@ -24,8 +24,9 @@ def send_campaign(messages: int):
     """Send one campaign through in-process batches; returns (meter, cpu seconds, wall seconds)."""
     from bench.dynamo import metered
     from campaigns import lease as leases
-    from campaigns import service
+    from campaigns import lifecycle, service
     from campaigns.config import settings
+    from campaigns.models import Campaign
     from campaigns.sender import ShardBatch
 
     cfg = settings()
@@ -33,8 +34,8 @@ def send_campaign(messages: int):
                                 template={"name": "t", "language": "en_US", "components": []})
     campaign = service.create_campaign(spec, cfg)
     service.add_recipients(campaign.id, [service.RecipientRow(f"9198{n:08d}") for n in range(messages)])
-    service._wake(campaign.id, [0])
-    service._transition(campaign.id, "send", [service.Campaign.open_shards.set({0})])
+    lifecycle.wake(campaign.id, [0])
+    lifecycle.transition(campaign.id, "send", [Campaign.open_shards.set({0})])
     token = leases.new_token()
     leases.hand_to(campaign.id, 0, token, leases.free_or_expired(time.time()), cfg)
     cpu, wall = time.process_time(), time.perf_counter()

@@ -125,10 +125,10 @@ def _campaign(recipients: int, rate: int):
 
 
 def _status(campaign_id: str) -> str:
-    from campaigns import service
+    from campaigns import views
     from campaigns.config import settings
 
-    return service.campaign_status(campaign_id, settings())["status"]
+    return views.campaign_status(campaign_id, settings())["status"]
 
 
 def run_campaign(stack: LocalStack, fake: FakeGraphProcess, recipients: int, cap: int) -> dict:

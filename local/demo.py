@@ -25,7 +25,8 @@ How the verdict is counted (at the provider, not from our own bookkeeping):
   marked sent although the provider never got them. A recipient in doubt is not lost: it is the honest
   gap (claimed by the killed batch, its POST may or may not have left), bounded by the batch's in-flight
   limit, and it is counted apart;
-- recovered_after_s: from the SIGKILL to the first send the fake accepted after it.
+- recovered_after_s: from the SIGKILL to the first send the fake accepted from the batch that took over
+  (a POST of the killed batch still on the wire may land after the kill: it does not count).
 The exit status is non-zero when anything was lost or duplicated, or the campaign did not complete.
 """
 
@@ -230,7 +231,7 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
     sent_at = time.monotonic()
     killer.start()
 
-    reported_kill, recovered_after, takeover_pid = False, None, None
+    reported_kill, recovered_after, takeover = False, None, None
     counts, status = {}, "sending"
     while True:
         if time.monotonic() - sent_at > deadline_s:
@@ -241,16 +242,17 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
             reported_kill = True
             say.event(f"✗ SIGKILL sender pid {killer.pid} after {killer.stats['accepted']} sends accepted by the "
                       f"Graph API ({killer.stats['in_flight']} in flight): the incident's crash")
-        if killer.pid and recovered_after is None:
-            after = [s for s in fake.sends(since=killer.seq) if s["at"] > killer.at]
+        if killer.pid and takeover is None:
+            others = [s for s in live_senders(api) if s["pid"] != killer.pid]
+            if others:
+                takeover = others[0]
+                say.event(f"↻ takeover: recovery acted on Lambda's on-failure record and started sender pid "
+                          f"{takeover['pid']} {time.time() - killer.at:.2f}s after the kill")
+        if takeover is not None and recovered_after is None:
+            # Sent by the new batch: a POST of the dead one still on the wire can land after the kill.
+            after = [s for s in fake.sends(since=killer.seq) if s["at"] >= takeover["started_at"]]
             if after:
                 recovered_after = round(min(s["at"] for s in after) - killer.at, 3)
-        if killer.pid and takeover_pid is None:
-            others = [s["pid"] for s in live_senders(api) if s["pid"] != killer.pid]
-            if others:
-                takeover_pid = others[0]
-                say.event(f"↻ takeover: recovery acted on Lambda's on-failure record and started sender pid "
-                          f"{takeover_pid} {time.time() - killer.at:.2f}s after the kill")
         answer = api.call("GET", f"/campaigns/{campaign_id}")
         counts, status = answer["counts"], answer["status"]
         if not killer.pid:

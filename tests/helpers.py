@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from campaigns import service
+from campaigns import service, views
 from campaigns.config import settings
 from campaigns.models import Recipient, shard_pk
 from campaigns.observability import logger
@@ -50,7 +50,7 @@ def senders_stopped(stack) -> bool:
 
 
 def status(campaign) -> dict:
-    return service.campaign_status(campaign.id, settings())
+    return views.campaign_status(campaign.id, settings())
 
 
 def audit(campaign, fake) -> dict:

@@ -45,9 +45,9 @@ def edit(old: str, new: str) -> tuple[str, str]:
 
 MUTATIONS = (
     Mutation(
-        "completes-with-a-shard-open", "1 nothing lost", f"{CAMPAIGNS}/sender.py",
+        "completes-with-a-shard-open", "1 nothing lost", f"{CAMPAIGNS}/lifecycle.py",
         (edit("    if item.open_shards:\n        return\n", "    if False:\n        return\n"),
-         edit(" & Campaign.open_shards.does_not_exist(),", ",")),
+         edit("        condition=Campaign.open_shards.does_not_exist(),", "        condition=None,")),
         ("tests/test_sending.py::test_a_pair_rate_refusal_waits_six_seconds_and_the_campaign_completes_only_after_it",),
     ),
     Mutation(

@@ -15,7 +15,7 @@ from datetime import datetime
 import boto3
 import pytest
 
-from campaigns import imports, ledger, service
+from campaigns import achieved, imports, ledger, service, views
 from campaigns.config import settings
 from campaigns.models import Campaign, Recipient, Shard, Suppression, recipient_sk, shard_pk
 from functions.api.app import lambda_handler, openapi_schema
@@ -123,7 +123,7 @@ def table_items() -> list[dict]:
 
 
 def stored(campaign_id: str) -> list[Recipient]:
-    campaign = service.get_campaign(campaign_id)
+    campaign = views.get_campaign(campaign_id)
     found = []
     for shard in range(int(campaign.shard_count)):
         found += list(Recipient.query(shard_pk(campaign_id, shard), Recipient.SK.startswith("R#"),
@@ -172,7 +172,7 @@ def test_create_scheduled(stack, send_at):
     assert body["status"] == "scheduled"
     assert epoch_of(body["send_at"]) == pytest.approx(int(at), abs=1)
     # Recovery finds it through the due index.
-    campaign = service.get_campaign(body["id"])
+    campaign = views.get_campaign(body["id"])
     assert campaign.due_kind == "campaign" and campaign.due_at == pytest.approx(int(at), abs=1)
 
 
@@ -417,8 +417,8 @@ def test_import_of_an_oversize_body_is_413_and_writes_nothing(stack):
     campaign = create()
     before = table_items()
     line = "+919876500001,Asha,20%\n"
-    data = "phone,a,b\n" + line * (imports.MAX_BODY_BYTES // len(line) + 1)
-    assert len(data) > imports.MAX_BODY_BYTES
+    data = "phone,a,b\n" + line * (settings().max_import_bytes // len(line) + 1)
+    assert len(data) > settings().max_import_bytes
     answer = call("POST", f"/campaigns/{campaign['id']}/recipients", data, headers={"Content-Type": "text/csv"})
     assert_error(answer, 413, "payload_too_large", "body")
     assert table_items() == before
@@ -426,13 +426,13 @@ def test_import_of_an_oversize_body_is_413_and_writes_nothing(stack):
     answer = call("POST", f"/campaigns/{campaign['id']}/recipients", data.encode(),
                   headers={"Content-Type": "text/csv"}, base64_encoded=True)
     assert_error(answer, 413, "payload_too_large")
-    answer = call("POST", "/campaigns", campaign_body(name="x" * imports.MAX_BODY_BYTES))
+    answer = call("POST", "/campaigns", campaign_body(name="x" * settings().max_import_bytes))
     assert_error(answer, 413, "payload_too_large")
     assert table_items() == before
 
 
 def test_import_of_too_many_rows_is_413(stack, monkeypatch):
-    monkeypatch.setattr(imports, "MAX_ROWS", 3)
+    monkeypatch.setenv("MAX_IMPORT_ROWS", "3")
     campaign = create()
     before = table_items()
     answer = call("POST", f"/campaigns/{campaign['id']}/recipients", {"recipients": rows(1, 2, 3, 4)})
@@ -702,7 +702,7 @@ def test_list_recipients_pages_over_shards_with_a_status_filter(stack):
 def test_sparse_filters_answer_short_pages_but_miss_nothing(stack, monkeypatch):
     """A listing reads a bounded number of DynamoDB pages per call: a rare status over a big shard gives
     short (even empty) pages with a `next`, never a call that reads the whole partition."""
-    monkeypatch.setattr(service, "MAX_LISTING_PAGES", 1)
+    monkeypatch.setattr(views, "MAX_LISTING_PAGES", 1)
     campaign = create(recipients=rows(*range(12)), rate=160)
     cid = campaign["id"]
     for shard, seq in ((0, 4), (1, 2), (1, 5)):
@@ -828,7 +828,7 @@ def test_status_reports_the_achieved_rate_and_the_pace_apart_and_the_eta_from_wh
 def test_a_dead_or_released_batch_figures_stop_counting(stack):
     cid = create(recipients=rows(*range(1, 301)), rate=240)["id"]
     now = time.time()
-    stale = now - service.achieved.fresh_for(settings().heartbeat_seconds, settings().clock_skew_seconds) - 1
+    stale = now - achieved.fresh_for(settings().heartbeat_seconds, settings().clock_skew_seconds) - 1
     _shard_figures(cid, 0, achieved=20.0, pace=79.2, measured_at=now)
     _shard_figures(cid, 1, achieved=30.0, pace=79.2, measured_at=stale)  # its batch died: still held
     _shard_figures(cid, 2, achieved=40.0, pace=79.2, measured_at=now, held=False)  # let go: not sending

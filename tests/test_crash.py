@@ -17,9 +17,9 @@ from collections import Counter
 
 import pytest
 
-from campaigns import service
+from campaigns import lifecycle, service
 from campaigns.config import settings
-from campaigns.models import Shard
+from campaigns.models import Campaign, Shard
 from tests.helpers import audit, live_senders, new_campaign, recipients, senders_stopped, status, wait_until
 
 pytestmark = pytest.mark.crash
@@ -190,8 +190,8 @@ def test_the_same_event_delivered_twice_sends_nothing_extra(make_stack):
 
     stack = make_stack(fake_latency_ms=10)
     campaign = new_campaign(50)
-    service._wake(campaign.id, [0])
-    service._transition(campaign.id, "send", [service.Campaign.open_shards.set({0})])
+    lifecycle.wake(campaign.id, [0])
+    lifecycle.transition(campaign.id, "send", [Campaign.open_shards.set({0})])
     token = leases.new_token()
     leases.hand_to(campaign.id, 0, token, leases.free_or_expired(time.time()), settings())
     event = invoker.sender_event(campaign.id, 0, token)

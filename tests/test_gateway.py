@@ -18,7 +18,7 @@ import textwrap
 import pytest
 import requests
 
-from campaigns import service
+from campaigns import views
 from local.gateway import Gateway, GatewayError, Handler, route, routes_from_template
 from local.stack import FUNCTION_NAMES, StackConfig
 from local.template import load_template
@@ -220,7 +220,7 @@ def test_pause_and_resume_mid_send_through_http(api_stack):
     assert stack.fake.stats()["accepted"] == held
     assert post(url, f"/campaigns/{campaign_id}/resume")["status"] == "sending"
     wait_until(lambda: get(url, f"/campaigns/{campaign_id}")["status"] == "completed", 90, "completion")
-    result = audit(service.get_campaign(campaign_id), stack.fake)
+    result = audit(views.get_campaign(campaign_id), stack.fake)
     assert result["lost"] == 0 and result["duplicates"] == {}
     assert result["statuses"]["sent"] + result["in_doubt"] == 200
     assert stack.fake.stats()["accepted"] > held
@@ -305,7 +305,7 @@ def test_senders_killed_at_random_points_through_local_invocations(api_stack):
         except ProcessLookupError:
             pass  # it finished between the listing and the kill
     wait_until(done, 120, "completion after the kills")
-    result = audit(service.get_campaign(campaign_id), stack.fake)
+    result = audit(views.get_campaign(campaign_id), stack.fake)
     assert kills >= 4
     assert result["lost"] == 0, result
     assert result["duplicates"] == {}, result

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from campaigns import lease as leases
-from campaigns import service
+from campaigns import lifecycle, service
 from campaigns.config import settings
 from campaigns.models import Campaign, Shard
 from local.lambda_process import LambdaContext, load_handler
@@ -40,8 +40,8 @@ def demo_campaign(recipients: int = 30):
     campaign = service.create_campaign(spec, settings(), campaign_id="c-demo")
     service.add_recipients(campaign.id, [service.RecipientRow(f"91987{n:07d}", [f"n{n}"])
                                          for n in range(recipients)])
-    service._wake(campaign.id, [0])
-    service._transition(campaign.id, "send", [Campaign.open_shards.set({0})])
+    lifecycle.wake(campaign.id, [0])
+    lifecycle.transition(campaign.id, "send", [Campaign.open_shards.set({0})])
     assert leases.hand_to(campaign.id, 0, "tok-demo", leases.free_or_expired(time.time()), settings())
     return campaign
 

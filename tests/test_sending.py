@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from pynamodb.exceptions import UpdateError
 
-from campaigns import achieved, invoker, ledger, sender, service
+from campaigns import achieved, invoker, ledger, lifecycle, sender, service
 from campaigns import lease as leases
 from campaigns.config import settings
 from campaigns.models import Shard
@@ -169,7 +169,7 @@ def test_a_pause_reaches_the_batch_at_its_next_renewal(make_stack, monkeypatch):
 def test_a_pause_that_died_before_its_halt_request_is_seen_at_the_periodic_look(make_stack, monkeypatch):
     """The state a pause leaves when its API call dies between the status and the halt requests."""
     report, renewals, campaign, stack = _batch_with_a_hook_after_renewal(
-        make_stack, monkeypatch, 1200, after=1, hook=lambda campaign: service._transition(campaign.id, "pause"))
+        make_stack, monkeypatch, 1200, after=1, hook=lambda campaign: lifecycle.transition(campaign.id, "pause"))
     assert report["outcome"] == "halted"
     assert len(renewals) == sender.STATUS_LOOK_EVERY  # the first look after the status was written
     assert stack.fake.stats()["accepted"] < 1200

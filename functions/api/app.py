@@ -5,15 +5,12 @@ Every 4xx answer is `{"error": {"code", "message", "field"}}` (409s add `current
 nothing is written when a request is refused.
 """
 
-import base64
-import binascii
 import json
 import re
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -30,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from campaigns import imports, service, templates
+from campaigns import edge, imports, service, templates, views
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
@@ -47,6 +44,7 @@ from campaigns.observability import logger, tracer
 from campaigns.states import CampaignStatus, RecipientStatus
 
 app = APIGatewayRestResolver(enable_validation=True)
+edge.answer_refusals(app)
 
 API_TITLE = "WhatsApp campaigns API"
 API_VERSION = "1.0.0"
@@ -57,18 +55,6 @@ CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
 # -- answers ----------------------------------------------------------------------------------------
-
-
-def _json(status: int, body: dict, headers: dict | None = None) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
-                    body=json.dumps(body, default=str), headers=headers)
-
-
-def _error(status: int, code: str, message: str, field: str | None = None, **extra: Any) -> Response:
-    error = {"code": code, "message": message, "field": field}
-    if "current_status" in extra:
-        error["current_status"] = extra.pop("current_status")
-    return _json(status, {"error": error, **extra})
 
 
 def _errors(*statuses: int) -> dict:
@@ -100,17 +86,17 @@ def _field(loc: tuple) -> str | None:
 def _invalid(error: RequestValidationError) -> Response:
     found = error.errors()
     if any(e.get("type") == "json_invalid" for e in found):
-        return _error(400, "malformed_json", "the body is not valid JSON", "body")
+        return edge.error_answer(400, "malformed_json", "the body is not valid JSON", "body")
     details = [{"field": _field(tuple(e.get("loc", ()))), "message": _message(e)} for e in found]
     first = details[0] if details else {"field": None, "message": "invalid request"}
-    return _error(422, "validation_error", f"{first['field']}: {first['message']}", first["field"],
+    return edge.error_answer(422, "validation_error", f"{first['field']}: {first['message']}", first["field"],
                   details=details)
 
 
 @app.exception_handler(RequestUnsupportedContentType)
 def _unsupported(_: Exception) -> Response:
     media = app.current_event.headers.get("content-type") or ""
-    return _error(415, "unsupported_media_type", f"send application/json, not {media[:80]}", "Content-Type")
+    return edge.error_answer(415, "unsupported_media_type", f"send application/json, not {media[:80]}", "Content-Type")
 
 
 def _message(error: dict) -> str:
@@ -118,45 +104,16 @@ def _message(error: dict) -> str:
     return message.removeprefix("Value error, ")
 
 
-@app.exception_handler(service.ServiceError)
-def _service_error(error: service.ServiceError) -> Response:
-    extra: dict = {}
-    if isinstance(error, service.Conflict):
-        extra["current_status"] = error.current_status
-        if error.field is None:
-            error.field = "status"
-    if isinstance(error, service.Unprocessable):
-        extra.update(error.details)
-    return _error(error.status, error.code, error.message, error.field, **extra)
-
-
-@app.exception_handler(imports.ImportRejected)
-def _import_rejected(error: imports.ImportRejected) -> Response:
-    return _error(error.status, error.code, error.message, error.field)
-
-
 @app.exception_handler(IdempotencyValidationError)
 def _key_reused(_: Exception) -> Response:
-    return _error(422, "idempotency_key_reused",
+    return edge.error_answer(422, "idempotency_key_reused",
                   "this Idempotency-Key was used with a different body", "Idempotency-Key")
 
 
 @app.exception_handler(IdempotencyAlreadyInProgressError)
 def _key_in_progress(_: Exception) -> Response:
-    return _error(409, "idempotency_in_progress",
+    return edge.error_answer(409, "idempotency_in_progress",
                   "a request with this Idempotency-Key is still running; retry shortly", "Idempotency-Key")
-
-
-@app.not_found
-def _not_found(_: NotFoundError) -> Response:
-    event = app.current_event
-    return _error(404, "not_found", f"no route {event.http_method} {event.path}", "path")
-
-
-@app.exception_handler(Exception)
-def _unexpected(error: Exception) -> Response:
-    logger.exception("unhandled error")
-    return _error(500, "internal_error", "internal error; the request may be retried", None)
 
 
 def _campaign_id(value: str) -> str:
@@ -237,10 +194,10 @@ def create_campaign(
         campaign_id, report = done["id"], done.get("import")
     else:
         campaign_id, report = service.create(spec, settings(), recipients)
-    answer = service.campaign_status(campaign_id, settings())
+    answer = views.campaign_status(campaign_id, settings())
     if report is not None:
         answer["import"] = report
-    return _json(201, answer, {"Location": f"/campaigns/{campaign_id}", **headers})
+    return edge.json_answer(201, answer, {"Location": f"/campaigns/{campaign_id}", **headers})
 
 
 @app.post(
@@ -254,11 +211,13 @@ def create_campaign(
     tags=["recipients"],
 )
 def import_recipients(id: str):
-    campaign = service.get_campaign(_campaign_id(id))
+    campaign = views.get_campaign(_campaign_id(id))
     service.require_importable(campaign)
-    raw = _raw_body()
-    if len(raw) > imports.MAX_BODY_BYTES:
-        return _body_too_large()
+    event = app.current_event
+    raw = edge.raw_body(event.body, event.is_base64_encoded)
+    limit = settings().max_import_bytes
+    if len(raw) > limit:
+        return edge.error_answer(413, "payload_too_large", edge.too_large_message(limit), "body")
     expected = templates.variable_count(campaign.template)
     media = (app.current_event.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media in CSV_TYPES:
@@ -266,20 +225,9 @@ def import_recipients(id: str):
     elif media in ("", "application/json"):
         parsed = imports.parse_items(_recipients_of(raw), expected)
     else:
-        return _error(415, "unsupported_media_type", f"send application/json or text/csv, not {media}",
+        return edge.error_answer(415, "unsupported_media_type", f"send application/json or text/csv, not {media}",
                       "Content-Type")
-    return _json(200, service.import_recipients(id, parsed))
-
-
-def _raw_body() -> bytes:
-    event = app.current_event
-    body = event.body or ""
-    if event.is_base64_encoded:
-        try:
-            return base64.b64decode(body, validate=False)
-        except (binascii.Error, ValueError):
-            raise imports.ImportRejected(400, "malformed_body", "the body is not valid base64") from None
-    return body.encode()
+    return edge.json_answer(200, service.import_recipients(id, parsed))
 
 
 def _recipients_of(raw: bytes) -> list:
@@ -297,11 +245,6 @@ def _recipients_of(raw: bytes) -> list:
     return document["recipients"]
 
 
-def _body_too_large() -> Response:
-    return _error(413, "payload_too_large",
-                  f"the body is larger than {imports.MAX_BODY_BYTES} bytes: send it as several imports", "body")
-
-
 def _action_route(action: str, summary: str):
     return app.post(
         f"/campaigns/<id>/{action}",
@@ -315,31 +258,31 @@ def _action_route(action: str, summary: str):
 @_action_route("send", "Start sending (draft or scheduled → sending); sender batches start at once")
 def send(id: str):
     service.send(_campaign_id(id), settings())
-    return _json(200, service.campaign_status(id, settings()))
+    return edge.json_answer(200, views.campaign_status(id, settings()))
 
 
 @_action_route("pause", "Pause a sending campaign (batches stop at their next heartbeat)")
 def pause(id: str):
     service.pause(_campaign_id(id))
-    return _json(200, service.campaign_status(id, settings()))
+    return edge.json_answer(200, views.campaign_status(id, settings()))
 
 
 @_action_route("resume", "Resume a paused campaign; its open shards start again at once")
 def resume(id: str):
     service.resume(_campaign_id(id), settings())
-    return _json(200, service.campaign_status(id, settings()))
+    return edge.json_answer(200, views.campaign_status(id, settings()))
 
 
 @_action_route("cancel", "Cancel a campaign for good (recipients not sent yet stay pending)")
 def cancel(id: str):
     service.cancel(_campaign_id(id))
-    return _json(200, service.campaign_status(id, settings()))
+    return edge.json_answer(200, views.campaign_status(id, settings()))
 
 
 @_action_route("retry-failed", "Send again to recipients that failed with a retryable error")
 def retry_failed(id: str):
     reopened = service.retry_failed(_campaign_id(id), settings())
-    return _json(200, {**service.campaign_status(id, settings()), "reopened_shards": reopened})
+    return edge.json_answer(200, {**views.campaign_status(id, settings()), "reopened_shards": reopened})
 
 
 @app.get(
@@ -349,7 +292,7 @@ def retry_failed(id: str):
     tags=["campaigns"],
 )
 def get_campaign(id: str):
-    return _json(200, service.campaign_status(_campaign_id(id), settings()))
+    return edge.json_answer(200, views.campaign_status(_campaign_id(id), settings()))
 
 
 @app.get(
@@ -365,8 +308,8 @@ def list_campaigns(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next: Annotated[str | None, Query(max_length=4096)] = None,
 ):
-    items, token = service.list_campaigns(status.value if status else None, limit, next)
-    return _json(200, {"items": items, "next": token})
+    items, token = views.list_campaigns(status.value if status else None, limit, next)
+    return edge.json_answer(200, {"items": items, "next": token})
 
 
 @app.get(
@@ -382,13 +325,13 @@ def list_recipients(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     next: Annotated[str | None, Query(max_length=4096)] = None,
 ):
-    items, token = service.list_recipients(_campaign_id(id), status, limit, next)
-    return _json(200, {"items": items, "next": token})
+    items, token = views.list_recipients(_campaign_id(id), status, limit, next)
+    return edge.json_answer(200, {"items": items, "next": token})
 
 
 @app.get("/openapi.json", include_in_schema=False)
 def get_openapi():
-    return _json(200, openapi_schema())
+    return edge.json_answer(200, openapi_schema())
 
 
 def openapi_schema() -> dict:
@@ -430,18 +373,9 @@ def openapi_schema() -> dict:
 # No @metrics.log_metrics: the API emits no metrics of its own (API Gateway's cover requests,
 # latency and errors), and an empty flush warns on every request.
 def lambda_handler(event, context):
-    if _body_bytes(event) > imports.MAX_BODY_BYTES:
-        # Refused before anything parses it (the one check that cannot wait for routing).
-        error = {"code": "payload_too_large", "field": "body",
-                 "message": f"the body is larger than {imports.MAX_BODY_BYTES} bytes: send it as several imports"}
-        return {"statusCode": 413, "headers": {"Content-Type": content_types.APPLICATION_JSON},
-                "body": json.dumps({"error": error}), "isBase64Encoded": False}
+    limit = settings().max_import_bytes
+    if edge.body_size(event) > limit:
+        return edge.too_large(limit)  # before anything parses it: it cannot wait for routing
     _idempotency()[0].register_lambda_context(context)
     return app.resolve(event, context)
 
-
-def _body_bytes(event: dict) -> int:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return len(body) * 3 // 4
-    return len(body.encode())

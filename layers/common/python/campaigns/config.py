@@ -38,6 +38,12 @@ class Settings:
     in_doubt_grace_seconds: float = 900.0
     # Each shard carries at most this many messages/s, so a 1000 mps campaign gets 13 shards.
     shard_rate: int = 80
+    # A request body larger than this is refused (413) before it is parsed. Lambda takes at most
+    # 6 MB per synchronous request (API Gateway itself 10 MB), headers and JSON escaping included.
+    max_import_bytes: int = 5 * 1024 * 1024
+    # Rows per import request: what one API call can look up and write well within API Gateway's
+    # 29 s (about 4 DynamoDB batch calls per 100 rows). Larger lists are sent as several imports.
+    max_import_rows: int = 10_000
     aws_region: str = "us-east-1"
 
     def __post_init__(self):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -37,14 +36,9 @@ from pynamodb.exceptions import DeleteError, PutError
 from pynamodb.models import Model
 
 from . import phones
+from .config import settings
 from .models import ImportLock, PhoneMarker, Suppression
 
-# A request body larger than this is refused (413) before it is parsed. Lambda takes at most
-# 6 MB per synchronous request (API Gateway itself 10 MB), headers and JSON escaping included.
-MAX_BODY_BYTES = int(os.environ.get("MAX_IMPORT_BYTES", 5 * 1024 * 1024))
-# Rows per request: what one API call can look up and write well within API Gateway's 29 s
-# (about 4 DynamoDB batch calls per 100 rows). Larger lists are sent as several imports.
-MAX_ROWS = int(os.environ.get("MAX_IMPORT_ROWS", 10_000))
 # How many rejected rows an answer lists (all are counted in rejected_count).
 MAX_LISTED_REJECTIONS = 1000
 MAX_VARIABLE_CHARS = 1024
@@ -141,8 +135,9 @@ def parse_items(items, expected: int) -> Parsed:
         raise ImportRejected(422, "validation_error", "recipients must be a list", "recipients")
     if not items:
         raise ImportRejected(422, "empty", "recipients is empty", "recipients")
-    if len(items) > MAX_ROWS:
-        raise ImportRejected(413, "too_many_rows", f"at most {MAX_ROWS} recipients per request, got "
+    max_rows = settings().max_import_rows
+    if len(items) > max_rows:
+        raise ImportRejected(413, "too_many_rows", f"at most {max_rows} recipients per request, got "
                              f"{len(items)}: send them as several imports", "recipients")
     parsed = Parsed("json")
     for index, item in enumerate(items):
@@ -201,14 +196,15 @@ def parse_csv(data: bytes, expected: int) -> Parsed:
         raise ImportRejected(422, "invalid_csv", f"the header has {columns} variable column(s) after phone, "
                              f"the template takes {expected}")
     parsed = Parsed("csv")
+    max_rows = settings().max_import_rows
     seen_rows = 0
     for line, record in records:
         if not any(cell.strip() for cell in record):
             continue
         seen_rows += 1
-        if seen_rows > MAX_ROWS:
+        if seen_rows > max_rows:
             raise ImportRejected(413, "too_many_rows",
-                                 f"at most {MAX_ROWS} rows per request: send them as several imports")
+                                 f"at most {max_rows} rows per request: send them as several imports")
         # Empty cells past the header's columns (a trailing comma) are not variables.
         while len(record) > len(header) and not record[-1].strip():
             record.pop()

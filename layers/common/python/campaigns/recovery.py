@@ -12,9 +12,9 @@ import time
 from . import lease as leases
 from . import service
 from .config import Settings
+from .lifecycle import start_shard
 from .models import DUE_CAMPAIGN, DUE_SHARD, Campaign, Shard
 from .observability import Metric, count, logger
-from .sender import start_shard
 
 
 def _shard_of(pk: str) -> tuple[str, int]:

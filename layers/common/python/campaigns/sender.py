@@ -29,7 +29,7 @@ from enum import StrEnum
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pynamodb.exceptions import UpdateError
 
-from . import invoker, ledger
+from . import invoker, ledger, lifecycle
 from . import lease as leases
 from .achieved import AchievedRate
 from .config import Settings, whatsapp_secret
@@ -479,7 +479,7 @@ class ShardBatch:
         if self.stop != Stop.HALTED:
             self.stop = Stop.HALTED
             self.halt_reason = reason
-            paused = _pause_campaign(self.campaign_id, reason)
+            paused = lifecycle.pause_for_error(self.campaign_id, reason)
             if paused:
                 leases.request_halt(self.campaign_id, range(int(self.campaign.shard_count)))
                 count(Metric.CAMPAIGNS_PAUSED_FATAL)
@@ -625,7 +625,7 @@ class ShardBatch:
         """
         status = Campaign.get(*Campaign.key(self.campaign_id), consistent_read=True).status
         if status == CampaignStatus.SENDING:
-            start_shard(self.campaign_id, self.shard_no, self.settings)
+            lifecycle.start_shard(self.campaign_id, self.shard_no, self.settings)
 
     def _nothing_open(self) -> bool:
         """Confirm with a fresh read that no recipient of the shard is pending or in flight."""
@@ -637,7 +637,7 @@ class ShardBatch:
     def _finish_shard(self) -> None:
         leases.release(self.lease, None, [Shard.finished_at.set(time.time()), *self._progress_actions()])
         self.deltas.clear()
-        _close_shard(self.campaign_id, self.shard_no)
+        lifecycle.close_shard(self.campaign_id, self.shard_no)
 
     def _recount(self) -> None:
         """Make the shard's counters exact; retried if a webhook moved a recipient meanwhile."""
@@ -664,52 +664,6 @@ class ShardBatch:
 
     def _report(self, outcome: str) -> dict:
         return {**self._where(), "outcome": outcome, **{k: v for k, v in self.outcomes.items()}}
-
-
-def _pause_campaign(campaign_id: str, reason: str) -> bool:
-    item = Campaign(*Campaign.key(campaign_id))
-    try:
-        item.update(
-            actions=[
-                Campaign.status.set(CampaignStatus.PAUSED.value),
-                Campaign.paused_reason.set(reason[:500]),
-                Campaign.last_error.set(reason[:500]),
-            ],
-            condition=Campaign.status == CampaignStatus.SENDING.value,
-        )
-        return True
-    except UpdateError as error:
-        if leases.conditional_failed(error):
-            return False
-        raise
-
-
-def _close_shard(campaign_id: str, shard: int) -> None:
-    """The shard has nothing open: take it out of the campaign's open set; the last one completes it."""
-    item = Campaign(*Campaign.key(campaign_id))
-    item.update(actions=[Campaign.open_shards.delete({shard})])
-    if item.open_shards:
-        return
-    try:
-        item.update(
-            actions=[Campaign.status.set(CampaignStatus.COMPLETED.value), Campaign.completed_at.set(time.time())],
-            condition=(Campaign.status == CampaignStatus.SENDING.value) & Campaign.open_shards.does_not_exist(),
-        )
-        count(Metric.CAMPAIGNS_COMPLETED)
-        logger.info("campaign completed", extra={"campaign_id": campaign_id})
-    except UpdateError as error:
-        if not leases.conditional_failed(error):
-            raise
-
-
-def start_shard(campaign_id: str, shard: int, settings: Settings, condition=None) -> bool:
-    """Reserve a free (or expired) shard for a new batch and invoke it; False if it is held."""
-    token = leases.new_token()
-    condition = condition if condition is not None else leases.free_or_expired(time.time())
-    if leases.hand_to(campaign_id, shard, token, condition, settings) is None:
-        return False
-    invoker.invoke_sender(settings, invoker.sender_event(campaign_id, shard, token))
-    return True
 
 
 @functools.cache  # once per process: a warm Lambda's later batches find the same heap

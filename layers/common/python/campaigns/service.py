@@ -1,14 +1,12 @@
-"""What the API does: create campaigns, import recipients, send, pause, resume, cancel, status.
+"""What the API does (its commands): create campaigns, import recipients, schedule, send, pause,
+resume, cancel, retry failures. Its queries are `views`.
 
-Every state change is one conditional write on the campaign item, checked against the
-transition table in `states`; shard leases are only ever taken through `lease`.
+Every status change goes through `lifecycle` (one conditional write on the campaign item, checked
+against the transition table in `states`); shard leases are only ever taken through `lease`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import time
 import uuid
@@ -16,62 +14,21 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
-from pynamodb.expressions.condition import Condition
-
-from . import achieved, imports, ledger
+from . import imports, ledger, lifecycle
 from . import lease as leases
 from .config import Settings
+from .errors import Conflict, ImportInProgress, NotFound, ServiceError, Unprocessable
 from .graph_errors import ErrorClass, classify
-from .models import DUE_CAMPAIGN, LIST_CAMPAIGNS, Campaign, Recipient, Shard, recipient_sk, shard_pk
+from .lifecycle import start_shards, transition, wake
+from .models import DUE_CAMPAIGN, Campaign, Recipient, Shard, recipient_sk, shard_pk
 from .observability import logger
-from .sender import start_shard
-from .states import CAMPAIGN_ACTIONS, CampaignStatus, RecipientStatus
+from .states import CAMPAIGN_ACTIONS, CampaignStatus
 from .states import RecipientStatus as R
-from .timestamps import iso_utc, now_iso
+from .timestamps import now_iso
+from .views import committed_total, get_campaign
 
-
-class ServiceError(Exception):
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class NotFound(ServiceError):
-    status = 404
-    code = "not_found"
-
-
-class Conflict(ServiceError):
-    status = 409
-    code = "conflict"
-
-    def __init__(self, message: str, current_status: str | None = None):
-        super().__init__(message)
-        self.current_status = current_status
-
-
-class Unprocessable(ServiceError):
-    """The request is well-formed but its content cannot be accepted (422); `details` go into the answer."""
-
-    status = 422
-    code = "validation_error"
-
-    def __init__(self, message: str, field: str | None = None, code: str | None = None,
-                 details: dict | None = None):
-        super().__init__(message, field)
-        if code:
-            self.code = code
-        self.details = details or {}
-
-
-class ImportInProgress(ServiceError):
-    status = 409
-    code = "import_in_progress"
+# The refusals callers catch as `service.<Error>` (the HTTP edge maps each to its answer).
+__all__ = ["Conflict", "ImportInProgress", "NotFound", "ServiceError", "Unprocessable"]
 
 
 @dataclass
@@ -92,13 +49,6 @@ class RecipientRow:
 
 def shard_count_for(rate: int, settings: Settings) -> int:
     return max(1, math.ceil(rate / settings.shard_rate))
-
-
-def get_campaign(campaign_id: str) -> Campaign:
-    try:
-        return Campaign.get(*Campaign.key(campaign_id), consistent_read=True)
-    except DoesNotExist:
-        raise NotFound(f"campaign {campaign_id} not found", field="id") from None
 
 
 def create_campaign(spec: CampaignSpec, settings: Settings, campaign_id: str | None = None) -> Campaign:
@@ -176,8 +126,7 @@ def add_recipients(
         placed(import_id, positions)
     # The commit: from here on senders see this import. Totals come after; a crash between
     # the two leaves them low until the first batch's recount, never recipients half-visible.
-    _transition_checked(campaign_id, {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED}, "import recipients",
-                        [Campaign.imports.add({import_id})])
+    lifecycle.update_while(campaign_id, IMPORTABLE, "import recipients into", [Campaign.imports.add({import_id})])
     for shard, added in per_shard.items():
         Shard(*Shard.key(campaign_id, shard)).update(actions=[Shard.total.add(added)])
     return len(rows)
@@ -188,51 +137,8 @@ def _require(campaign: Campaign, allowed: Iterable[CampaignStatus], action: str)
         raise Conflict(f"cannot {action} a campaign that is {campaign.status}", current_status=campaign.status)
 
 
-def _transition(campaign_id: str, action: str, extra_actions: list | None = None) -> Campaign:
-    """Apply a person's action as one conditional write; 409 with the current status if illegal."""
-    sources, target = CAMPAIGN_ACTIONS[action]
-    return _transition_checked(
-        campaign_id, sources, action, [Campaign.status.set(target.value), *(extra_actions or [])]
-    )
-
-
-def _transition_checked(
-    campaign_id: str, sources: Iterable[CampaignStatus], action: str, actions: list
-) -> Campaign:
-    item = Campaign(*Campaign.key(campaign_id))
-    condition: Condition = Campaign.status.is_in(*[s.value for s in sources])
-    try:
-        item.update(actions=[Campaign.updated_at.set(now_iso()), *actions], condition=condition & Campaign.PK.exists())
-    except UpdateError as error:
-        if not leases.conditional_failed(error):
-            raise
-        current = get_campaign(campaign_id)
-        raise Conflict(f"cannot {action} a campaign that is {current.status}", current_status=current.status) from None
-    return item
-
-
 def _open_shards(campaign: Campaign) -> list[int]:
     return sorted(int(n) for n in (campaign.open_shards or set()))
-
-
-def _wake(campaign_id: str, shards: Iterable[int]) -> None:
-    """Put shards in the due index now, so a crash before their batches start still gets them sent."""
-    now = time.time()
-    for shard in shards:
-        item = Shard(*Shard.key(campaign_id, shard))
-        try:
-            item.update(
-                actions=[Shard.due_kind.set("shard"), Shard.due_at.set(now)],
-                condition=Shard.finished_at.does_not_exist(),
-            )
-        except UpdateError as error:
-            if not leases.conditional_failed(error):
-                raise
-
-
-def _start(campaign_id: str, shards: list[int], settings: Settings) -> None:
-    for shard in shards:
-        start_shard(campaign_id, shard, settings)
 
 
 def send(campaign_id: str, settings: Settings) -> Campaign:
@@ -241,8 +147,8 @@ def send(campaign_id: str, settings: Settings) -> Campaign:
     if not int(campaign.recipient_count):
         raise ServiceError("the campaign has no recipients", field="recipients")
     shards = list(range(int(campaign.shard_count)))
-    _wake(campaign_id, shards)
-    item = _transition(
+    wake(campaign_id, shards)
+    item = transition(
         campaign_id,
         "send",
         [
@@ -252,7 +158,7 @@ def send(campaign_id: str, settings: Settings) -> Campaign:
             Campaign.due_at.remove(),
         ],
     )
-    _start(campaign_id, shards, settings)
+    start_shards(campaign_id, shards, settings)
     return item
 
 
@@ -269,11 +175,11 @@ def start_scheduled(campaign_id: str, settings: Settings) -> bool:
 
 
 def pause(campaign_id: str) -> Campaign:
-    return _halting(_transition(campaign_id, "pause", [Campaign.paused_reason.set("paused by request")]))
+    return _halting(transition(campaign_id, "pause", [Campaign.paused_reason.set("paused by request")]))
 
 
 def cancel(campaign_id: str) -> Campaign:
-    return _halting(_transition(campaign_id, "cancel", [Campaign.due_kind.remove(), Campaign.due_at.remove()]))
+    return _halting(transition(campaign_id, "cancel", [Campaign.due_kind.remove(), Campaign.due_at.remove()]))
 
 
 def _halting(campaign: Campaign) -> Campaign:
@@ -288,9 +194,9 @@ def resume(campaign_id: str, settings: Settings) -> Campaign:
     campaign = get_campaign(campaign_id)
     _require(campaign, CAMPAIGN_ACTIONS["resume"][0], "resume")
     shards = _open_shards(campaign)
-    _wake(campaign_id, shards)
-    item = _transition(campaign_id, "resume", [Campaign.paused_reason.remove()])
-    _start(campaign_id, shards, settings)
+    wake(campaign_id, shards)
+    item = transition(campaign_id, "resume", [Campaign.paused_reason.remove()])
+    start_shards(campaign_id, shards, settings)
     return item
 
 
@@ -313,9 +219,9 @@ def retry_failed(campaign_id: str, settings: Settings) -> int:
             actions=[Shard.finished_at.remove(), Shard.cursor.set(first_seq), Shard.failed.add(-moved[shard])]
         )
     shards = sorted(reopened)
-    _wake(campaign_id, shards)
-    _transition(campaign_id, "retry-failed", [Campaign.open_shards.add(set(shards))])
-    _start(campaign_id, shards, settings)
+    wake(campaign_id, shards)
+    transition(campaign_id, "retry-failed", [Campaign.open_shards.add(set(shards))])
+    start_shards(campaign_id, shards, settings)
     return len(reopened)
 
 
@@ -325,64 +231,11 @@ def _retryable(code: int | None) -> bool:
     )
 
 
-def campaign_status(campaign_id: str, settings: Settings) -> dict:
-    """Counts from the shard items (one batch read of N shards), never a count over recipients."""
-    campaign = get_campaign(campaign_id)
-    shards = list(Shard.batch_get([Shard.key(campaign_id, n) for n in range(int(campaign.shard_count))]))
-    now = time.time()
-    counts = {name: 0 for name in ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt",
-                                   "skipped")}
-    for shard in shards:
-        for name in ("sent", "failed", "skipped", "in_doubt", "delivered", "read"):
-            counts[name] += int(getattr(shard, name) or 0)
-    total = sum(int(s.total or 0) for s in shards)
-    done = counts["sent"] + counts["failed"] + counts["skipped"] + counts["in_doubt"]
-    counts["pending"] = max(0, total - done)
-    stuck = [int(s.shard) for s in shards if s.lease_owner and s.lease_expires and s.lease_expires < now]
-    live = [s for s in shards if _sending_now(s, now, settings)]
-    rate = sum(float(s.achieved_rate or 0) for s in live)
-    return {
-        "id": campaign.id,
-        "name": campaign.name,
-        "status": campaign.status,
-        "phone_number_id": campaign.phone_number_id,
-        "template": campaign.template,
-        "rate": int(campaign.rate),
-        "in_doubt_policy": campaign.in_doubt_policy,
-        "shards": int(campaign.shard_count),
-        "total": total,
-        "counts": counts,
-        "progress": round(done / total, 4) if total else 0.0,
-        "current_rate": round(rate, 2),
-        "pace": round(sum(float(s.pace or 0) for s in live), 2),
-        # From what is being achieved, not from the pace: a slow provider or store stretches it.
-        "eta_seconds": round(counts["pending"] / rate) if rate else None,
-        "paused_reason": campaign.paused_reason,
-        "last_error": campaign.last_error or next((s.last_error for s in shards if s.last_error), None),
-        "stuck_shards": stuck,
-        **_campaign_times(campaign),
-    }
-
-
-def _sending_now(shard: Shard, now: float, settings: Settings) -> bool:
-    """A shard whose figures count: held by a batch that measured them recently (a dead batch's
-    last figures stop counting once they are stale, before recovery has even noticed it)."""
-    return bool(shard.lease_owner) and achieved.is_fresh(shard.measured_at, now, settings.heartbeat_seconds,
-                                                          settings.clock_skew_seconds)
-
-
-def _campaign_times(campaign: Campaign) -> dict:
-    return {name: iso_utc(getattr(campaign, name)) for name in ("send_at", "created_at", "started_at",
-                                                                 "completed_at")}
-
-
 # -- creating with recipients, importing, scheduling, listing (the HTTP API's use cases) ----------
 
 IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
 # How far ahead a campaign may be scheduled.
 MAX_SCHEDULE_SECONDS = 366 * 24 * 3600
-# DynamoDB pages (≤ 1 MB each) one listing request reads at most.
-MAX_LISTING_PAGES = 8
 
 
 def require_importable(campaign: Campaign) -> None:
@@ -391,7 +244,7 @@ def require_importable(campaign: Campaign) -> None:
 
 def schedule(campaign_id: str, send_at: float) -> Campaign:
     """draft → scheduled: recovery starts it at `send_at` (the DueIndex entry)."""
-    return _transition(
+    return transition(
         campaign_id,
         "schedule",
         [Campaign.send_at.set(send_at), Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(send_at)],
@@ -447,7 +300,7 @@ def import_recipients(campaign_id: str, parsed: imports.Parsed) -> dict:
             "no valid recipient in the request; nothing was imported",
             field=parsed.first_rejection_field() if parsed.rejected else "recipients",
             code="no_valid_rows",
-            details={**report, "total": _committed_total(campaign)},
+            details={**report, "total": committed_total(campaign)},
         )
     unique, repeats = imports.dedupe(parsed.rows)
     try:
@@ -468,154 +321,6 @@ def import_recipients(campaign_id: str, parsed: imports.Parsed) -> dict:
     report.update(accepted=added, duplicates=repeats + len(already), suppressed=len(blocked))
     logger.info("recipients imported", extra={"campaign_id": campaign_id, **{k: v for k, v in report.items()
                                                                             if k != "rejected"}})
-    return {**report, "total": _committed_total(get_campaign(campaign_id))}
+    return {**report, "total": committed_total(get_campaign(campaign_id))}
 
 
-def _committed_total(campaign: Campaign) -> int:
-    keys = [Shard.key(campaign.id, n) for n in range(int(campaign.shard_count))]
-    return sum(int(s.total or 0) for s in Shard.batch_get(keys))
-
-
-def page_token(key: object) -> str | None:
-    """An opaque `next` token for a position of a listing (None at the end)."""
-    if key is None:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def read_page_token(token: str | None) -> object:
-    if not token:
-        return None
-    try:
-        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise Unprocessable("next is not a token this API gave out", field="next") from None
-
-
-def _is_key(value: object, names: set[str]) -> bool:
-    return (
-        isinstance(value, dict)
-        and set(value) == names
-        and all(isinstance(v, dict) and len(v) == 1 and isinstance(next(iter(v.values())), str) for v in value.values())
-    )
-
-
-def campaign_summary(campaign: Campaign) -> dict:
-    return {
-        "id": campaign.id,
-        "name": campaign.name,
-        "status": campaign.status,
-        "phone_number_id": campaign.phone_number_id,
-        "template_name": (campaign.template or {}).get("name"),
-        "rate": int(campaign.rate),
-        "recipients_reserved": int(campaign.recipient_count or 0),
-        "paused_reason": campaign.paused_reason,
-        **_campaign_times(campaign),
-    }
-
-
-def _bounded_query(query: Callable[..., Iterable], model: type, limit: int, start: dict | None,
-                   max_pages: int) -> tuple[list, dict | None, int]:
-    """Up to `limit` items from `query(page_size=..., last_evaluated_key=...)`, one DynamoDB page at a time,
-    the exact key to go on from (None at the end), and how many pages that took.
-
-    Each page asks for at most the items still missing, so the key is always the end of a page; and at
-    most MAX_LISTING_PAGES pages are read, so a sparse filter over a big partition answers a short page
-    (with a key to go on) instead of reading the whole partition inside one API call.
-    """
-    items: list = []
-    key = start
-    read = 0
-    while read < max_pages:
-        pages = query(page_size=limit - len(items), last_evaluated_key=key).page_iter
-        page = next(pages)
-        read += 1
-        items += [model.from_raw_data(raw) for raw in page.get("Items", [])]
-        key = pages.last_evaluated_key
-        if key is None or len(items) >= limit:
-            break
-    return items, key, read
-
-
-def list_campaigns(status: str | None, limit: int, token: str | None) -> tuple[list[dict], str | None]:
-    """Newest first from the ListIndex; with `status`, a page may hold fewer than `limit` (keep paging)."""
-    start = read_page_token(token)
-    if start is not None and not (_is_key(start, {"PK", "SK", "list_pk", "created_at"})
-                                  and start["list_pk"].get("S") == LIST_CAMPAIGNS):
-        raise Unprocessable("next is not a token this API gave out", field="next")
-    found, key, _ = _bounded_query(
-        lambda **page: Campaign.listing.query(
-            LIST_CAMPAIGNS,
-            scan_index_forward=False,
-            filter_condition=(Campaign.status == status) if status else None,
-            **page,
-        ),
-        Campaign,
-        limit,
-        start,
-        max_pages=MAX_LISTING_PAGES,
-    )
-    return [campaign_summary(c) for c in found], page_token(key)
-
-
-def recipient_view(rec: Recipient) -> dict:
-    code = int(rec.error_code) if rec.error_code is not None else None
-    return {
-        "key": rec.callback_key,
-        "shard": rec.shard,
-        "seq": rec.seq,
-        "phone": rec.phone,
-        "variables": list(rec.variables or []),
-        "status": rec.status,
-        "attempts": int(rec.attempts or 0),
-        "wamid": rec.wamid,
-        "error_code": code,
-        "error_class": classify(code).value if code is not None else None,
-        "error_message": rec.error_message,
-        **{name: iso_utc(getattr(rec, name)) for name in ("sent_at", "delivered_at", "read_at", "failed_at",
-                                                           "in_doubt_at")},
-    }
-
-
-def list_recipients(
-    campaign_id: str, status: RecipientStatus | str | None, limit: int, token: str | None
-) -> tuple[list[dict], str | None]:
-    """One shard partition after the other, in seq order; `next` names the shard and the key in it.
-
-    A status filter is a DynamoDB filter over the shard (the owner's occasional read, not a
-    hot path); recipients of an import that never committed do not exist and are left out.
-    """
-    campaign = get_campaign(campaign_id)
-    shards = int(campaign.shard_count)
-    committed = set(campaign.imports or ())
-    first_shard, start = 0, None
-    position = read_page_token(token)
-    if position is not None:
-        if not (isinstance(position, list) and len(position) == 2 and isinstance(position[0], int)
-                and 0 <= position[0] < shards
-                and (position[1] is None or (_is_key(position[1], {"PK", "SK"})
-                                             and position[1]["PK"].get("S") == shard_pk(campaign_id, position[0])))):
-            raise Unprocessable("next is not a token of this listing", field="next")
-        first_shard, start = position
-    items: list[dict] = []
-    budget = MAX_LISTING_PAGES
-    for shard in range(first_shard, shards):
-        found, key, read = _bounded_query(
-            lambda shard=shard, **page: Recipient.query(
-                shard_pk(campaign_id, shard),
-                Recipient.SK.startswith("R#"),
-                filter_condition=(Recipient.status == str(status)) if status else None,
-                **page,
-            ),
-            Recipient,
-            limit - len(items),
-            start if shard == first_shard else None,
-            max_pages=budget,
-        )
-        budget -= read
-        items += [recipient_view(r) for r in found if r.import_id in committed]
-        if key is not None:
-            return items, page_token([shard, key])
-        if shard + 1 < shards and (len(items) >= limit or budget <= 0):
-            return items, page_token([shard + 1, None])
-    return items, None

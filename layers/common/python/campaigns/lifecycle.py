@@ -1,0 +1,129 @@
+"""Every write of a campaign's status, and the start and close of its shards.
+
+A status changes only here, by one conditional write whose condition is the set of statuses
+`states.py` allows the change from: a person's action (`transition`), a campaign-fatal Graph error
+(`pause_for_error`), or the last shard closing (`close_shard`). Shards start through `start_shard`,
+which reserves the lease (`lease.hand_to`) and invokes the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from pynamodb.exceptions import UpdateError
+
+from . import invoker
+from . import lease as leases
+from .config import Settings
+from .errors import Conflict
+from .models import DUE_SHARD, Campaign, Shard
+from .observability import Metric, count, logger
+from .states import CAMPAIGN_ACTIONS, CAMPAIGN_TRANSITIONS, CampaignStatus
+from .timestamps import now_iso
+from .views import get_campaign
+
+
+def _sources_of(target: CampaignStatus) -> frozenset[CampaignStatus]:
+    return frozenset(src for src, targets in CAMPAIGN_TRANSITIONS.items() if target in targets)
+
+
+def _write_while(campaign_id: str, sources: Iterable[CampaignStatus], actions: list,
+                 condition=None) -> Campaign | None:
+    """One conditional write of the campaign while its status is one of `sources`; None otherwise."""
+    item = Campaign(*Campaign.key(campaign_id))
+    allowed = Campaign.status.is_in(*[s.value for s in sources]) & Campaign.PK.exists()
+    try:
+        item.update(actions=[Campaign.updated_at.set(now_iso()), *actions],
+                    condition=allowed if condition is None else allowed & condition)
+    except UpdateError as error:
+        if leases.conditional_failed(error):
+            return None
+        raise
+    return item
+
+
+def _write_status(campaign_id: str, sources: Iterable[CampaignStatus], target: CampaignStatus,
+                  actions: list, condition=None) -> Campaign | None:
+    """`target` from any of `sources`: a change the transition table allows, or None."""
+    if not all(target in CAMPAIGN_TRANSITIONS[source] for source in sources):
+        raise ValueError(f"states.py allows no change to {target} from each of {sorted(sources)}")
+    return _write_while(campaign_id, sources, [Campaign.status.set(target.value), *actions], condition)
+
+
+def _refused(campaign_id: str, what: str) -> Conflict:
+    current = get_campaign(campaign_id)
+    return Conflict(f"cannot {what} a campaign that is {current.status}", current_status=current.status)
+
+
+def transition(campaign_id: str, action: str, extra_actions: list | None = None) -> Campaign:
+    """Apply a person's action (states.CAMPAIGN_ACTIONS); 409 with the current status if illegal."""
+    sources, target = CAMPAIGN_ACTIONS[action]
+    item = _write_status(campaign_id, sources, target, list(extra_actions or []))
+    if item is None:
+        raise _refused(campaign_id, action)
+    return item
+
+
+def update_while(campaign_id: str, sources: Iterable[CampaignStatus], what: str, actions: list) -> Campaign:
+    """A write that needs the campaign in one of `sources` and changes no status (an import's
+    commit); 409 with the current status otherwise."""
+    item = _write_while(campaign_id, sources, actions)
+    if item is None:
+        raise _refused(campaign_id, what)
+    return item
+
+
+def pause_for_error(campaign_id: str, reason: str) -> bool:
+    """A campaign-fatal Graph error: sending -> paused with the reason; False if it was not sending."""
+    sources, target = CAMPAIGN_ACTIONS["pause"]
+    reason = reason[:500]
+    paused = _write_status(campaign_id, sources, target,
+                           [Campaign.paused_reason.set(reason), Campaign.last_error.set(reason)])
+    return paused is not None
+
+
+def close_shard(campaign_id: str, shard: int) -> None:
+    """The shard has nothing open: take it out of the campaign's open set; the last one completes it."""
+    item = Campaign(*Campaign.key(campaign_id))
+    item.update(actions=[Campaign.open_shards.delete({shard})])
+    if item.open_shards:
+        return
+    completed = _write_status(
+        campaign_id, _sources_of(CampaignStatus.COMPLETED), CampaignStatus.COMPLETED,
+        [Campaign.completed_at.set(time.time())],
+        condition=Campaign.open_shards.does_not_exist(),
+    )
+    if completed is not None:
+        count(Metric.CAMPAIGNS_COMPLETED)
+        logger.info("campaign completed", extra={"campaign_id": campaign_id})
+
+
+def wake(campaign_id: str, shards: Iterable[int]) -> None:
+    """Put shards in the due index now, so a crash before their batches start still gets them sent."""
+    now = time.time()
+    for shard in shards:
+        item = Shard(*Shard.key(campaign_id, shard))
+        try:
+            item.update(
+                actions=[Shard.due_kind.set(DUE_SHARD), Shard.due_at.set(now)],
+                condition=Shard.finished_at.does_not_exist(),
+            )
+        except UpdateError as error:
+            if not leases.conditional_failed(error):
+                raise
+
+
+def start_shard(campaign_id: str, shard: int, settings: Settings, condition=None) -> bool:
+    """Reserve a free (or expired) shard for a new batch and invoke it; False if it is held."""
+    token = leases.new_token()
+    condition = condition if condition is not None else leases.free_or_expired(time.time())
+    if leases.hand_to(campaign_id, shard, token, condition, settings) is None:
+        return False
+    invoker.invoke_sender(settings, invoker.sender_event(campaign_id, shard, token))
+    return True
+
+
+def start_shards(campaign_id: str, shards: Iterable[int], settings: Settings) -> None:
+    for shard in shards:
+        start_shard(campaign_id, shard, settings)
