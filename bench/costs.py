@@ -16,6 +16,7 @@ import time
 
 from local.fakegraph import FakeGraphProcess
 from local.storage import MotoServer, aws_env, create_secret, create_table
+from local.template import functions, load_template
 
 TABLE = "bench-costs"
 
@@ -54,11 +55,11 @@ DYNAMODB_WRITE_UNIT = 0.625 / 1e6
 DYNAMODB_READ_UNIT = 0.125 / 1e6
 # Fixed by the design, not measured here: Meta posts ~3 status webhooks per message (sent,
 # delivered, read), each a 512 MB webhook invocation of ~40 ms writing the recipient and, for
-# delivered and read, a counter of its shard; the sender's memory is template.yaml's 1 024 MB.
+# delivered and read, a counter of its shard. The sender's memory is template.yaml's.
 WEBHOOKS_PER_MESSAGE = 3
 WEBHOOK_GB_SECONDS = 0.5 * 0.040
 WEBHOOK_WRITE_UNITS = 3 + 2
-SENDER_GB = 1.0
+SENDER_GB = functions(load_template())["SenderFunction"].memory_mb / 1024
 BATCH_SECONDS = 900 - 15  # a batch hands off when its remaining time nears the margin
 
 
