@@ -97,8 +97,7 @@ MUTATIONS = (
         (edit("(rec.in_doubt_at or now) + self.settings.in_doubt_grace_seconds", "(rec.in_doubt_at or now)"),
          edit("ledger.requeue_in_doubt(rec, now - self.settings.in_doubt_grace_seconds)",
               "ledger.requeue_in_doubt(rec, now)"),
-         edit("grace_end = now + self.settings.in_doubt_grace_seconds", "grace_end = now"),
-         edit("grace_end = time.time() + self.settings.in_doubt_grace_seconds", "grace_end = time.time()")),
+         edit("grace_end = since + self.settings.in_doubt_grace_seconds", "grace_end = since")),
         ("tests/test_crash.py::test_in_doubt_is_resent_after_grace_under_policy_resend",),
     ),
     Mutation(
@@ -119,7 +118,7 @@ MUTATIONS = (
     ),
     Mutation(
         "on-failure-ignored", "5 bounded stall", f"{CAMPAIGNS}/recovery.py",
-        (edit("    taken = start_shard(campaign_id, int(shard), settings, condition)", "    taken = False"),),
+        (edit("    taken = start_shard(event.campaign_id, event.shard, settings, condition)", "    taken = False"),),
         ("tests/test_crash.py::test_a_killed_batch_reported_by_lambda_is_taken_over_with_no_schedule",),
     ),
     Mutation(
@@ -141,7 +140,7 @@ MUTATIONS = (
     ),
     Mutation(
         "aimd-off", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
-        (edit("""            if kind == "throttled":
+        (edit("""            if kind == Kind.THROTTLED:
                 self.limiter.throttled()""", """            if False:
                 self.limiter.throttled()"""),),
         ("tests/test_crash.py::test_throughput_storm_slows_the_sender_and_fails_nobody",),

@@ -5,12 +5,12 @@ campaign's template, duplicates, suppression) live in `imports` and `service`.""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import templates
-from .states import CampaignStatus, RecipientStatus
+from .states import CampaignStatus, InDoubtPolicy, RecipientStatus
 
 
 class _Strict(BaseModel):
@@ -75,8 +75,8 @@ class CreateCampaign(_Strict):
     phone_number_id: Annotated[str, Field(pattern=r"^[0-9]{1,32}$", description="the sending WhatsApp number's id")]
     template: Template
     rate: Annotated[int, Field(ge=1, le=1000, description="messages per second for this campaign")] = 80
-    in_doubt_policy: Literal["skip", "resend"] = Field(
-        "skip", description="a send that may or may not have happened and is not proven within the grace "
+    in_doubt_policy: InDoubtPolicy = Field(
+        InDoubtPolicy.SKIP, description="a send that may or may not have happened and is not proven within the grace "
         "period: skip (at most once, default) or resend (at least once)")
     send_at: datetime | None = Field(
         None, description="start time: ISO 8601 with a time zone, or epoch seconds; must be in the future "

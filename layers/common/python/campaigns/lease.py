@@ -30,11 +30,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 
 from .config import Settings
-from .models import DUE_SHARD, Shard, update_without_read_back
+from .models import DUE_SHARD, Shard, write_if
 
 
 class LeaseLost(Exception):
@@ -52,10 +51,6 @@ class HaltRequested(Exception):
 
 def new_token() -> str:
     return uuid.uuid4().hex
-
-
-def conditional_failed(error: UpdateError) -> bool:
-    return error.cause_response_code == "ConditionalCheckFailedException"
 
 
 @dataclass
@@ -78,21 +73,6 @@ class Lease:
 
 def _shard(campaign_id: str, shard: int) -> Shard:
     return Shard(*Shard.key(campaign_id, shard))
-
-
-def _update(item: Shard, actions: list, condition: Condition, read_back: bool = False) -> bool:
-    """One conditional UpdateItem; False if its condition does not hold. With `read_back`,
-    `item` holds the shard as the write left it."""
-    try:
-        if read_back:
-            item.update(actions=actions, condition=condition)
-        else:
-            update_without_read_back(item, actions, condition)
-        return True
-    except UpdateError as error:
-        if conditional_failed(error):
-            return False
-        raise
 
 
 def free_or_expired(now: float) -> Condition:
@@ -124,7 +104,7 @@ def hand_to(
     now = time.time() if now is None else now
     item = _shard(campaign_id, shard)
     expires = now + settings.lease_seconds
-    ok = _update(
+    ok = write_if(
         item,
         [
             Shard.lease_owner.set(token),
@@ -147,7 +127,7 @@ def acquire(campaign_id: str, shard: int, token: str, settings: Settings) -> tup
     started = time.monotonic()
     now = time.time()
     expires = now + settings.lease_seconds
-    ok = _update(
+    ok = write_if(
         item,
         [
             Shard.lease_owner.set(owner),
@@ -179,7 +159,7 @@ def renew(lease: Lease, settings: Settings, extra_actions: list | None = None) -
     started = time.monotonic()
     now = time.time()
     expires = now + settings.lease_seconds
-    ok = _update(
+    ok = write_if(
         _shard(lease.campaign_id, lease.shard),
         [
             Shard.lease_expires.set(expires),
@@ -213,7 +193,7 @@ def release(lease: Lease, due_at: float | None, extra_actions: list | None = Non
         actions += [Shard.due_kind.remove(), Shard.due_at.remove()]
     else:
         actions += [Shard.due_kind.set(DUE_SHARD), Shard.due_at.set(due_at)]
-    return _update(
+    return write_if(
         _shard(lease.campaign_id, lease.shard),
         actions,
         held_under(lease),
@@ -225,7 +205,7 @@ def hand_off(lease: Lease, token: str, settings: Settings, extra_actions: list |
     lease.send_deadline = 0.0
     now = time.time()
     expires = now + settings.lease_seconds
-    return _update(
+    return write_if(
         _shard(lease.campaign_id, lease.shard),
         [
             Shard.lease_owner.set(token),
@@ -244,4 +224,4 @@ def request_halt(campaign_id: str, shards: Iterable[int]) -> None:
     """Ask whoever holds these shards to look at their campaign's status now (after a pause or
     cancel wrote it): their next renewal is refused with HaltRequested."""
     for shard in shards:
-        _update(_shard(campaign_id, shard), [Shard.halt_requests.add(1)], Shard.campaign_id.exists())
+        write_if(_shard(campaign_id, shard), [Shard.halt_requests.add(1)], Shard.campaign_id.exists())

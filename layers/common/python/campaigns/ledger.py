@@ -11,26 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from pynamodb.exceptions import UpdateError
-
-from .lease import conditional_failed
-from .models import Recipient, recipient_sk, shard_pk, update_without_read_back
+from .models import Recipient, recipient_sk, shard_pk, write_if
 from .states import RecipientStatus as R
 
 OUTCOME_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
 LAST_SEQ = 10**9 - 1
 SCAN_PAGE = 1000  # recipients per Query page of a shard's scan (well under 1 MB of items)
-
-
-def _update(rec: Recipient, actions: list, condition) -> bool:
-    """One conditional UpdateItem; False if its condition does not hold."""
-    try:
-        update_without_read_back(rec, actions, condition)
-        return True
-    except UpdateError as error:
-        if conditional_failed(error):
-            return False
-        raise
 
 
 def _claimed_by(owner: str):
@@ -45,7 +31,7 @@ def claim(rec: Recipient, owner: str, now: float) -> bool:
     batch has not sent it (the claim's answer never reached it); read as refused, the claim
     would stay behind unsent and end in doubt.
     """
-    return _update(
+    return write_if(
         rec,
         [
             Recipient.status.set(R.SENDING.value),
@@ -67,7 +53,7 @@ def mark_sent(rec: Recipient, owner: str, wamid: str, now: float) -> bool:
     leaves the status alone): the caller then checkpoints `failed` with the recorded code.
     Idempotent like `claim`: a retry that finds this very checkpoint in place wins.
     """
-    return _update(
+    return write_if(
         rec,
         [Recipient.status.set(R.SENT.value), Recipient.wamid.set(wamid), Recipient.sent_at.set(now)],
         (_claimed_by(owner) & Recipient.failed_at.does_not_exist())
@@ -76,7 +62,7 @@ def mark_sent(rec: Recipient, owner: str, wamid: str, now: float) -> bool:
 
 
 def mark_failed(rec: Recipient, owner: str, code: int, message: str, now: float) -> bool:
-    return _update(
+    return write_if(
         rec,
         [
             Recipient.status.set(R.FAILED.value),
@@ -90,7 +76,7 @@ def mark_failed(rec: Recipient, owner: str, code: int, message: str, now: float)
 
 def mark_in_doubt(rec: Recipient, owner: str, now: float) -> bool:
     """The batch itself cannot tell whether its POST reached Meta (a read timeout)."""
-    return _update(
+    return write_if(
         rec,
         [Recipient.status.set(R.IN_DOUBT.value), Recipient.in_doubt_at.set(now)],
         _claimed_by(owner),
@@ -103,7 +89,7 @@ def unclaim(rec: Recipient, owner: str, not_before: float | None, count_attempt:
     actions.append(Recipient.not_before.set(not_before) if not_before else Recipient.not_before.remove())
     if count_attempt:
         actions.append(Recipient.attempts.add(1))
-    return _update(rec, actions, _claimed_by(owner))
+    return write_if(rec, actions, _claimed_by(owner))
 
 
 def settle_orphan(rec: Recipient, now: float) -> R | None:
@@ -115,9 +101,9 @@ def settle_orphan(rec: Recipient, now: float) -> R | None:
     owner = rec.claimed_by or ""
     for _ in range(2):
         if rec.wamid is not None:
-            ok = _update(rec, [Recipient.status.set(R.SENT.value), Recipient.sent_at.set(now)], _claimed_by(owner))
+            ok = write_if(rec, [Recipient.status.set(R.SENT.value), Recipient.sent_at.set(now)], _claimed_by(owner))
             return R.SENT if ok else None
-        ok = _update(
+        ok = write_if(
             rec,
             [Recipient.status.set(R.IN_DOUBT.value), Recipient.in_doubt_at.set(now)],
             _claimed_by(owner) & Recipient.wamid.does_not_exist(),
@@ -132,7 +118,7 @@ def settle_orphan(rec: Recipient, now: float) -> R | None:
 
 def requeue_in_doubt(rec: Recipient, grace_ended_before: float) -> bool:
     """Policy `resend`: a send nobody proved within the grace period goes out again."""
-    return _update(
+    return write_if(
         rec,
         [Recipient.status.set(R.PENDING.value), Recipient.claimed_by.remove(), Recipient.not_before.remove()],
         (Recipient.status == R.IN_DOUBT.value) & (Recipient.in_doubt_at <= grace_ended_before),
@@ -166,7 +152,7 @@ def recount(campaign_id: str, shard: int, committed_imports: set[str]) -> Counte
 
 def retry_failed(rec: Recipient) -> bool:
     """retry-failed: a failure of a retryable class goes back to pending with fresh attempts."""
-    return _update(
+    return write_if(
         rec,
         [Recipient.status.set(R.PENDING.value), Recipient.attempts.set(0), Recipient.error_code.remove(),
          Recipient.error_message.remove(), Recipient.failed_at.remove(), Recipient.not_before.remove()],

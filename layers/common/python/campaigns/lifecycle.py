@@ -11,13 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from pynamodb.exceptions import UpdateError
-
 from . import invoker
 from . import lease as leases
 from .config import Settings
 from .errors import Conflict
-from .models import DUE_SHARD, Campaign, Shard
+from .models import DUE_SHARD, Campaign, Shard, write_if
 from .observability import Metric, count, logger
 from .states import CAMPAIGN_ACTIONS, CAMPAIGN_TRANSITIONS, CampaignStatus
 from .timestamps import now_iso
@@ -33,14 +31,9 @@ def _write_while(campaign_id: str, sources: Iterable[CampaignStatus], actions: l
     """One conditional write of the campaign while its status is one of `sources`; None otherwise."""
     item = Campaign(*Campaign.key(campaign_id))
     allowed = Campaign.status.is_in(*[s.value for s in sources]) & Campaign.PK.exists()
-    try:
-        item.update(actions=[Campaign.updated_at.set(now_iso()), *actions],
-                    condition=allowed if condition is None else allowed & condition)
-    except UpdateError as error:
-        if leases.conditional_failed(error):
-            return None
-        raise
-    return item
+    written = write_if(item, [Campaign.updated_at.set(now_iso()), *actions],
+                       allowed if condition is None else allowed & condition, read_back=True)
+    return item if written else None
 
 
 def _write_status(campaign_id: str, sources: Iterable[CampaignStatus], target: CampaignStatus,
@@ -103,15 +96,9 @@ def wake(campaign_id: str, shards: Iterable[int]) -> None:
     """Put shards in the due index now, so a crash before their batches start still gets them sent."""
     now = time.time()
     for shard in shards:
-        item = Shard(*Shard.key(campaign_id, shard))
-        try:
-            item.update(
-                actions=[Shard.due_kind.set(DUE_SHARD), Shard.due_at.set(now)],
-                condition=Shard.finished_at.does_not_exist(),
-            )
-        except UpdateError as error:
-            if not leases.conditional_failed(error):
-                raise
+        # A finished shard stays out of the index (the condition fails): nothing to wake.
+        write_if(Shard(*Shard.key(campaign_id, shard)), [Shard.due_kind.set(DUE_SHARD), Shard.due_at.set(now)],
+                 Shard.finished_at.does_not_exist())
 
 
 def start_shard(campaign_id: str, shard: int, settings: Settings, condition=None) -> bool:

@@ -26,11 +26,12 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
+from pynamodb.exceptions import UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from .config import settings
-from .states import CampaignStatus, RecipientStatus
+from .states import CampaignStatus, InDoubtPolicy, RecipientStatus
 
 DUE_SHARD = "shard"
 DUE_CAMPAIGN = "campaign"
@@ -99,7 +100,7 @@ class Campaign(Model):
     status = UnicodeAttribute(default=CampaignStatus.DRAFT.value)
     rate = NumberAttribute(default=80)
     shard_count = NumberAttribute(default=1)
-    in_doubt_policy = UnicodeAttribute(default="skip")
+    in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.SKIP.value)
     paused_reason = UnicodeAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     send_at = NumberAttribute(null=True)
@@ -219,6 +220,25 @@ class Recipient(Model):
     def callback_key(self) -> str:
         """What we put in biz_opaque_callback_data: the webhook finds the item from it."""
         return f"{self.campaign_id}:{self.shard}:{self.seq}"
+
+
+def conditional_failed(error: UpdateError) -> bool:
+    return error.cause_response_code == "ConditionalCheckFailedException"
+
+
+def write_if(item: Model, actions: list, condition=None, read_back: bool = False) -> bool:
+    """One conditional UpdateItem; False if its condition does not hold (any other error raises).
+    With `read_back`, `item` holds the item as the write left it; without, nothing is read back."""
+    try:
+        if read_back:
+            item.update(actions=actions, condition=condition)
+        else:
+            update_without_read_back(item, actions, condition)
+        return True
+    except UpdateError as error:
+        if conditional_failed(error):
+            return False
+        raise
 
 
 def update_without_read_back(item: Model, actions: list, condition=None) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
+from . import invoker, service
 from . import lease as leases
-from . import service
 from .config import Settings
 from .lifecycle import start_shard
 from .models import DUE_CAMPAIGN, DUE_SHARD, Campaign, Shard
@@ -49,18 +49,18 @@ def on_failure(record: dict, settings: Settings) -> dict:
     token, so a record for a batch that had already handed off, or a record delivered
     twice, changes nothing.
     """
-    payload = record.get("requestPayload") or {}
-    campaign_id, shard, token = payload.get("campaign_id"), payload.get("shard"), payload.get("token")
-    if not (campaign_id and shard is not None and token):
+    event = invoker.SenderEvent.parse(record.get("requestPayload") or {})
+    if event is None:
         logger.warning("on-failure record without a sender event", extra={"record": record.get("requestContext")})
         return {"taken_over": 0}
-    condition = leases.token_is(token)
-    taken = start_shard(campaign_id, int(shard), settings, condition)
+    condition = leases.token_is(event.token)
+    taken = start_shard(event.campaign_id, event.shard, settings, condition)
     if taken:
         count(Metric.SHARDS_TAKEN_OVER)
         logger.info(
             "took over the shard of a failed batch",
-            extra={"campaign_id": campaign_id, "shard": shard, "condition": record.get("requestContext", {})},
+            extra={"campaign_id": event.campaign_id, "shard": event.shard,
+                   "condition": record.get("requestContext", {})},
         )
     return {"taken_over": int(taken)}
 

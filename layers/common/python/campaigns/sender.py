@@ -27,17 +27,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from pynamodb.exceptions import UpdateError
 
 from . import invoker, ledger, lifecycle
 from . import lease as leases
 from .achieved import AchievedRate
 from .config import Settings, whatsapp_secret
 from .graph_errors import ErrorClass, classify
-from .models import Campaign, Recipient, Shard, Suppression
+from .models import Campaign, Recipient, Shard, Suppression, write_if
 from .observability import NAMESPACE, Metric, count, latency_ms, logger
 from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, SendWindow, backoff_delay
-from .states import CampaignStatus
+from .states import CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
 from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
 
@@ -54,12 +53,28 @@ class Stop(StrEnum):
     LEASE_LOST = "lease_lost"  # somebody else holds the shard now
 
 
+class Kind(StrEnum):
+    """What one send came to."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+    RETRY = "retry"  # back to pending until retry_at (its attempt counted, unless nothing left)
+    THROTTLED = "throttled"  # 130429: back to pending, and the shard slows down
+    FATAL = "fatal"  # the campaign cannot go on: it pauses
+    LOST = "lost"  # the claim is not (or no longer) this batch's: nothing to record
+
+
+# The kinds a recipient ends with (its shard's counters and the batch's progress).
+SETTLED = (Kind.SENT, Kind.FAILED, Kind.IN_DOUBT)
+
+
 @dataclass
 class Result:
     """What one send came to, reported by a worker thread to the batch's main loop."""
 
     rec: Recipient
-    kind: str  # sent | failed | in_doubt | retry | throttled | fatal | lost
+    kind: Kind
     retry_at: float = 0.0
     latency_ms: float = 0.0
     error_class: ErrorClass | None = None
@@ -148,10 +163,11 @@ class ShardBatch:
         settings: Settings,
         client: WhatsAppClient | None = None,
     ):
-        self.campaign_id: str = event["campaign_id"]
-        self.shard_no: int = int(event["shard"])
-        self.token: str = event["token"]
-        self.hop: int = int(event.get("hop", 0))
+        parsed = invoker.SenderEvent.parse(event)
+        if parsed is None:
+            raise ValueError(f"not a sender event: {sorted(event)}")
+        self.campaign_id, self.shard_no, self.token, self.hop = (parsed.campaign_id, parsed.shard, parsed.token,
+                                                                 parsed.hop)
         self.remaining = remaining_seconds
         self.settings = settings
         self._client = client
@@ -293,7 +309,7 @@ class ShardBatch:
         if rec.status == R.SENDING and rec.claimed_by != self.lease.owner:
             self._settle_orphan(rec, now)
             return False
-        if rec.status == R.IN_DOUBT and self.campaign.in_doubt_policy == "resend":
+        if rec.status == R.IN_DOUBT and self.campaign.in_doubt_policy == InDoubtPolicy.RESEND:
             grace_end = (rec.in_doubt_at or now) + self.settings.in_doubt_grace_seconds
             if grace_end <= now and ledger.requeue_in_doubt(rec, now - self.settings.in_doubt_grace_seconds):
                 self.deltas["in_doubt"] -= 1
@@ -301,9 +317,17 @@ class ShardBatch:
                 rec.status = R.PENDING.value
                 return True
             if grace_end > now:
-                self.open_seqs.add(rec.seq)
-                self.parked_until = min(self.parked_until or grace_end, grace_end)
+                self._park_in_doubt(rec, since=rec.in_doubt_at or now)
         return False
+
+    def _park_in_doubt(self, rec: Recipient, since: float) -> None:
+        """Policy resend: a recipient in doubt since `since` stays open until its grace period is over
+        (a status webhook may prove it meanwhile); then this batch, or a later one, sends it again."""
+        if self.campaign.in_doubt_policy != InDoubtPolicy.RESEND:
+            return
+        self.open_seqs.add(rec.seq)
+        grace_end = since + self.settings.in_doubt_grace_seconds
+        self.parked_until = min(self.parked_until or grace_end, grace_end)
 
     def _settle_orphan(self, rec: Recipient, now: float) -> None:
         settled = ledger.settle_orphan(rec, now)
@@ -312,10 +336,7 @@ class ShardBatch:
         self.deltas[settled.value] += 1
         if settled == R.IN_DOUBT:
             count(Metric.MESSAGES_IN_DOUBT)
-            if self.campaign.in_doubt_policy == "resend":
-                self.open_seqs.add(rec.seq)
-                grace_end = now + self.settings.in_doubt_grace_seconds
-                self.parked_until = min(self.parked_until or grace_end, grace_end)
+            self._park_in_doubt(rec, since=now)
         logger.info("settled an orphaned claim", extra={**self._where(), "seq": rec.seq, "as": settled.value})
 
     # -- one send (worker threads) -------------------------------------------------------------
@@ -326,7 +347,7 @@ class ShardBatch:
             result = self._send_one(rec)
         except Exception as error:  # a store error: the claim stays and a takeover settles it
             logger.exception("send failed unexpectedly", extra={**self._where(), "seq": rec.seq})
-            result = Result(rec, "lost", reason=str(error))
+            result = Result(rec, Kind.LOST, reason=str(error))
         result.work_seconds = time.monotonic() - started - result.paced_seconds
         self.results.put(result)
 
@@ -337,14 +358,14 @@ class ShardBatch:
         except Exception as error:  # the store did not answer (a timeout, an error after its retries)
             return self._claim_unanswered(rec, owner, error)
         if not claimed:
-            return Result(rec, "lost", reason="claimed elsewhere")
+            return Result(rec, Kind.LOST, reason="claimed elsewhere")
         # The send slot is taken after the claim, right before the POST: the claim's own latency
         # then cannot bunch POSTs together and push one second's sends over the provider's limit.
         paced = self.limiter.acquire()
         # Our own clock, right before the POST: a batch frozen past its lease must not send.
         if not self.lease.usable():
             ledger.unclaim(rec, owner, None, count_attempt=False)
-            return Result(rec, "lost", reason="lease expired before the send", paced_seconds=paced)
+            return Result(rec, Kind.LOST, reason="lease expired before the send", paced_seconds=paced)
         payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
         response = self._whatsapp().send_template(self.campaign.phone_number_id, payload)
         result = self._checkpoint(rec, owner, response)
@@ -365,19 +386,19 @@ class ShardBatch:
             ledger.unclaim(rec, owner, retry_at, count_attempt=False)
         except Exception:  # the store is still not answering: the claim stays for a takeover to settle
             logger.exception("undoing an unanswered claim failed", extra={**self._where(), "seq": rec.seq})
-            return Result(rec, "lost", reason=f"claim unanswered: {error}")
-        return Result(rec, "retry", retry_at=retry_at, error_class=ErrorClass.RETRYABLE)
+            return Result(rec, Kind.LOST, reason=f"claim unanswered: {error}")
+        return Result(rec, Kind.RETRY, retry_at=retry_at, error_class=ErrorClass.RETRYABLE)
 
     def _checkpoint(self, rec: Recipient, owner: str, response: SendResult) -> Result:
         now = time.time()
         if response.outcome == Outcome.ACCEPTED:
             if ledger.mark_sent(rec, owner, response.wamid, now):
-                return Result(rec, "sent", latency_ms=response.latency_ms)
+                return Result(rec, Kind.SENT, latency_ms=response.latency_ms)
             return self._failed_before_checkpoint(rec, owner, now)
         if response.outcome == Outcome.UNKNOWN:
             # The request may have reached Meta: resending could deliver twice.
             ok = ledger.mark_in_doubt(rec, owner, now)
-            return Result(rec, "in_doubt" if ok else "lost", reason=response.message)
+            return Result(rec, Kind.IN_DOUBT if ok else Kind.LOST, reason=response.message)
         error_class = ErrorClass.RETRYABLE if response.outcome == Outcome.NOT_SENT else classify(
             response.code, response.http_status or 400
         )
@@ -389,11 +410,11 @@ class ShardBatch:
         code, message = int(response.code), response.message
         if error_class == ErrorClass.FATAL:
             ledger.unclaim(rec, owner, None, count_attempt=False)
-            return Result(rec, "fatal", error_class=error_class, reason=f"Graph error {code}: {message}")
+            return Result(rec, Kind.FATAL, error_class=error_class, reason=f"Graph error {code}: {message}")
         if error_class == ErrorClass.THROTTLED:
             retry_at = now + backoff_delay(0, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
             ledger.unclaim(rec, owner, retry_at, count_attempt=False)
-            return Result(rec, "throttled", retry_at=retry_at, error_class=error_class)
+            return Result(rec, Kind.THROTTLED, retry_at=retry_at, error_class=error_class)
         if error_class in (ErrorClass.RETRYABLE, ErrorClass.RETRY_RECIPIENT):
             attempt = int(rec.attempts or 0) + 1
             if attempt < self.settings.max_attempts:
@@ -402,20 +423,20 @@ class ShardBatch:
                     delay = max(delay, 6.0)  # Meta's pair rate: about one message per 6 s per user
                 ledger.unclaim(rec, owner, now + delay, count_attempt=True)
                 rec.attempts = attempt
-                return Result(rec, "retry", retry_at=now + delay, error_class=error_class)
+                return Result(rec, Kind.RETRY, retry_at=now + delay, error_class=error_class)
         ok = ledger.mark_failed(rec, owner, code, message, now)
         if ok and error_class == ErrorClass.SUPPRESS:
             Suppression(*Suppression.key(rec.phone), phone=rec.phone, reason=f"graph {code}", created_at=now).save()
-        return Result(rec, "failed" if ok else "lost", error_class=error_class, reason=f"{code}")
+        return Result(rec, Kind.FAILED if ok else Kind.LOST, error_class=error_class, reason=f"{code}")
 
     def _failed_before_checkpoint(self, rec: Recipient, owner: str, now: float) -> Result:
         """mark_sent refused: a `failed` webhook beat our checkpoint (else the claim was taken)."""
         rec.refresh(consistent_read=True)
         if rec.failed_at is None or rec.claimed_by != owner:
-            return Result(rec, "lost", reason="claim settled by another batch")
+            return Result(rec, Kind.LOST, reason="claim settled by another batch")
         code = int(rec.error_code or 0)
         ok = ledger.mark_failed(rec, owner, code, rec.error_message or "failed status webhook", now)
-        return Result(rec, "failed" if ok else "lost", error_class=classify(code))
+        return Result(rec, Kind.FAILED if ok else Kind.LOST, error_class=classify(code))
 
     def _whatsapp(self) -> WhatsAppClient:
         if self._client is None:
@@ -439,31 +460,28 @@ class ShardBatch:
     def _apply(self, result: Result) -> None:
         rec, kind = result.rec, result.kind
         self.outcomes[kind] += 1
-        if kind in ("sent", "failed", "in_doubt"):
+        if kind in SETTLED:
             self.deltas[kind] += 1
             self.open_seqs.discard(rec.seq)
-        if kind == "sent":
+        if kind == Kind.SENT:
             count(Metric.MESSAGES_SENT)
             latency_ms(Metric.SEND_LATENCY, result.latency_ms)
             self.limiter.succeeded()
             self.achieved.accepted()
-        elif kind == "failed":
+        elif kind == Kind.FAILED:
             self._count_failed(result.error_class)
-        elif kind == "in_doubt":
+        elif kind == Kind.IN_DOUBT:
             count(Metric.MESSAGES_IN_DOUBT)
-            if self.campaign.in_doubt_policy == "resend":
-                self.open_seqs.add(rec.seq)
-                grace_end = time.time() + self.settings.in_doubt_grace_seconds
-                self.parked_until = min(self.parked_until or grace_end, grace_end)
-        elif kind in ("retry", "throttled"):
-            count(Metric.MESSAGES_THROTTLED if kind == "throttled" else Metric.MESSAGES_RETRIED)
-            if kind == "throttled":
+            self._park_in_doubt(rec, since=time.time())
+        elif kind in (Kind.RETRY, Kind.THROTTLED):
+            count(Metric.MESSAGES_THROTTLED if kind == Kind.THROTTLED else Metric.MESSAGES_RETRIED)
+            if kind == Kind.THROTTLED:
                 self.limiter.throttled()
             rec.status = R.PENDING.value
             heapq.heappush(self.waiting, (result.retry_at, rec.seq, rec))
-        elif kind == "fatal":
+        elif kind == Kind.FATAL:
             self._halt_campaign(result.reason)
-        elif kind == "lost" and not self.lease.usable():
+        elif kind == Kind.LOST and not self.lease.usable():
             self.stop = self.stop or Stop.LEASE_LOST
 
     def _count_failed(self, error_class: ErrorClass | None) -> None:
@@ -604,7 +622,7 @@ class ShardBatch:
             self._release(due_at=min(waits, default=time.time()))
 
     def _made_progress(self) -> bool:
-        return any(self.outcomes[k] for k in ("sent", "failed", "in_doubt")) or self._cursor() > self.start_cursor
+        return any(self.outcomes[k] for k in SETTLED) or self._cursor() > self.start_cursor
 
     def _release(self, due_at: float | None) -> None:
         leases.release(self.lease, due_at, self._progress_actions())
@@ -644,20 +662,17 @@ class ShardBatch:
         webhook_moves = int(Shard.get(*Shard.key(self.campaign_id, self.shard_no), consistent_read=True).webhook_moves)
         for _ in range(5):
             counts = ledger.recount(self.campaign_id, self.shard_no, self.committed_imports)
-            item = Shard(*Shard.key(self.campaign_id, self.shard_no))
-            try:
-                item.update(
-                    actions=[getattr(Shard, name).set(counts.get(name, 0)) for name in ledger.OUTCOME_COUNTERS]
-                    + [Shard.total.set(sum(counts.values()))],
-                    condition=(Shard.lease_owner == self.lease.owner) & (Shard.webhook_moves == webhook_moves),
-                )
+            exact = write_if(
+                Shard(*Shard.key(self.campaign_id, self.shard_no)),
+                [getattr(Shard, name).set(counts.get(name, 0)) for name in ledger.OUTCOME_COUNTERS]
+                + [Shard.total.set(sum(counts.values()))],
+                (Shard.lease_owner == self.lease.owner) & (Shard.webhook_moves == webhook_moves),
+            )
+            if exact:
                 self.deltas.clear()
                 return
-            except UpdateError as error:
-                if not leases.conditional_failed(error):
-                    raise
-                webhook_moves = int(Shard.get(*Shard.key(self.campaign_id, self.shard_no),
-                                              consistent_read=True).webhook_moves)
+            webhook_moves = int(Shard.get(*Shard.key(self.campaign_id, self.shard_no),
+                                          consistent_read=True).webhook_moves)
 
     def _where(self) -> dict:
         return {"campaign_id": self.campaign_id, "shard": self.shard_no, "hop": self.hop}

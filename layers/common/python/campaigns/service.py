@@ -22,7 +22,7 @@ from .graph_errors import ErrorClass, classify
 from .lifecycle import start_shards, transition, wake
 from .models import DUE_CAMPAIGN, Campaign, Recipient, Shard, recipient_sk, shard_pk
 from .observability import logger
-from .states import CAMPAIGN_ACTIONS, CampaignStatus
+from .states import CAMPAIGN_ACTIONS, IMPORTABLE, CampaignStatus
 from .states import RecipientStatus as R
 from .timestamps import now_iso
 from .views import committed_total, get_campaign
@@ -96,7 +96,7 @@ def add_recipients(
     before the commit (import_recipients writes its phone markers there).
     """
     campaign = get_campaign(campaign_id)
-    _require(campaign, {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED}, "import recipients")
+    _require(campaign, IMPORTABLE, "import recipients into")
     if not rows:
         return 0
     import_id = uuid.uuid4().hex
@@ -233,7 +233,6 @@ def _retryable(code: int | None) -> bool:
 
 # -- creating with recipients, importing, scheduling, listing (the HTTP API's use cases) ----------
 
-IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
 # How far ahead a campaign may be scheduled.
 MAX_SCHEDULE_SECONDS = 366 * 24 * 3600
 

@@ -63,6 +63,16 @@ CAMPAIGN_ACTIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = 
 }
 
 TERMINAL_RECIPIENT = frozenset({R.SENT, R.FAILED, R.SKIPPED, R.IN_DOUBT})
+class InDoubtPolicy(StrEnum):
+    """What happens to a recipient whose send may or may not have reached Meta (invariant 3)."""
+
+    SKIP = "skip"  # strict at most once: never sent again unless a webhook proves it was
+    RESEND = "resend"  # at least once: sent again once the grace period passed without proof
+
+
+# The statuses a campaign takes imports in (once it is sending, its shards are being walked).
+IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
+
 # Recipients still owed work: a campaign is completed exactly when none is left.
 OPEN_RECIPIENT = frozenset({R.PENDING, R.SENDING})
 

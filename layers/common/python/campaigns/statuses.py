@@ -33,9 +33,17 @@ from pynamodb.constants import ALL_OLD
 from pynamodb.exceptions import UpdateError
 
 from .graph_errors import ErrorClass, classify
-from .lease import conditional_failed
 from .ledger import LAST_SEQ
-from .models import Recipient, Shard, Suppression, parse_callback_key, recipient_sk, shard_pk
+from .models import (
+    Recipient,
+    Shard,
+    Suppression,
+    conditional_failed,
+    parse_callback_key,
+    recipient_sk,
+    shard_pk,
+    write_if,
+)
 from .observability import Metric, count, logger, mask_phone
 from .states import RecipientStatus as R
 
@@ -235,11 +243,8 @@ def _failed(target: tuple[str, int, int], status: dict, wamid: str | None, at: f
 def _count(target: tuple[str, int, int], deltas: dict) -> None:
     campaign_id, shard, _ = target
     actions = [getattr(Shard, name).add(value) for name, value in deltas.items() if value]
-    try:
-        Shard(*Shard.key(campaign_id, shard)).update(actions=actions, condition=Shard.campaign_id.exists())
-    except UpdateError as error:  # a recipient without its shard item: nothing to count on
-        if not conditional_failed(error):
-            raise
+    # A recipient without its shard item (the condition fails): nothing to count on.
+    write_if(Shard(*Shard.key(campaign_id, shard)), actions, Shard.campaign_id.exists())
 
 
 def _where(target: tuple[str, int, int], kind: str) -> dict:
