@@ -19,25 +19,23 @@ import time
 from collections import deque
 from pathlib import Path
 
+from campaigns.observability import mask_phone
+from campaigns.states import SETTLED_COUNTERS, STATUS_COUNTS
+
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 ACTIVE = ("sending", "paused", "scheduled")
-COUNT_NAMES = ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt", "skipped")
 # Re-read a campaign that is not active at most this often (imports into drafts show up).
 IDLE_REFRESH_SECONDS = 15.0
 LISTED_CAMPAIGNS = 20
 RECENT_ERRORS = 8
 
 
-def mask_phone(phone: str | None) -> str | None:
-    """Numbers never show whole: country prefix and the last two digits."""
-    if not phone:
-        return phone
-    digits = phone.lstrip("+")
-    if len(digits) <= 5:
-        return "*" * len(digits)
-    return f"+{digits[:3]}{'*' * (len(digits) - 5)}{digits[-2:]}"
+def shown_phone(phone: str | None) -> str | None:
+    """A recipient's number as the dashboard shows it: masked as in the logs, in E.164's + form."""
+    masked = mask_phone(phone)
+    return f"+{masked}" if masked else masked
 
 
 class _Track:
@@ -122,7 +120,7 @@ class Dashboard:
         if status != 200 or not isinstance(campaign, dict):
             return
         counts = campaign.get("counts") or {}
-        done = sum(int(counts.get(k) or 0) for k in ("sent", "failed", "skipped", "in_doubt"))
+        done = sum(int(counts.get(k) or 0) for k in SETTLED_COUNTERS)
         errors = track.errors
         failed = int(counts.get("failed") or 0)
         if failed != track.failed_seen:
@@ -145,7 +143,7 @@ class Dashboard:
         return [
             {
                 "at": r.get("failed_at"),
-                "phone": mask_phone(r.get("phone")),
+                "phone": shown_phone(r.get("phone")),
                 "code": r.get("error_code"),
                 "class": r.get("error_class"),
                 "message": r.get("error_message"),
@@ -211,7 +209,7 @@ class Dashboard:
             "status": status.get("status"),
             "rate": status.get("rate"),
             "total": status.get("total"),
-            "counts": {k: int((status.get("counts") or {}).get(k) or 0) for k in COUNT_NAMES},
+            "counts": {k: int((status.get("counts") or {}).get(k) or 0) for k in STATUS_COUNTS},
             "progress": status.get("progress"),
             "current_rate": status.get("current_rate"),  # achieved: what the provider accepted lately
             "pace": status.get("pace"),  # what the rate limiters allow

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from .models import Recipient, recipient_sk, shard_pk, write_if
 from .states import RecipientStatus as R
 
-OUTCOME_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
 LAST_SEQ = 10**9 - 1
 SCAN_PAGE = 1000  # recipients per Query page of a shard's scan (well under 1 MB of items)
 

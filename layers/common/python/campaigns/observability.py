@@ -46,8 +46,10 @@ def latency_ms(name: str, value: float) -> None:
     metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
 
 
-def mask_phone(phone: str) -> str:
-    """Phone numbers never reach the logs whole: keep the country prefix and the last two digits."""
+def mask_phone(phone: str | None) -> str | None:
+    """Phone numbers never reach the logs (or a screen) whole: the country prefix and the last two digits."""
+    if not phone:
+        return phone
     digits = phone.lstrip("+")
     if len(digits) <= 5:
         return "*" * len(digits)

@@ -36,7 +36,7 @@ from .graph_errors import ErrorClass, classify
 from .models import Campaign, Recipient, Shard, Suppression, write_if
 from .observability import NAMESPACE, Metric, count, latency_ms, logger
 from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, SendWindow, backoff_delay
-from .states import CampaignStatus, InDoubtPolicy
+from .states import SETTLED_COUNTERS, CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
 from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
 
@@ -664,7 +664,7 @@ class ShardBatch:
             counts = ledger.recount(self.campaign_id, self.shard_no, self.committed_imports)
             exact = write_if(
                 Shard(*Shard.key(self.campaign_id, self.shard_no)),
-                [getattr(Shard, name).set(counts.get(name, 0)) for name in ledger.OUTCOME_COUNTERS]
+                [getattr(Shard, name).set(counts.get(name, 0)) for name in SETTLED_COUNTERS]
                 + [Shard.total.set(sum(counts.values()))],
                 (Shard.lease_owner == self.lease.owner) & (Shard.webhook_moves == webhook_moves),
             )

@@ -73,6 +73,12 @@ class InDoubtPolicy(StrEnum):
 # The statuses a campaign takes imports in (once it is sending, its shards are being walked).
 IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
 
+# The counters a shard item keeps (models.Shard): one per status a recipient ends in, and the
+# deliveries its status webhooks report. A campaign's status answers these and pending/sending.
+SETTLED_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
+DELIVERY_COUNTERS = ("delivered", "read")
+STATUS_COUNTS = ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt", "skipped")
+
 # Recipients still owed work: a campaign is completed exactly when none is left.
 OPEN_RECIPIENT = frozenset({R.PENDING, R.SENDING})
 

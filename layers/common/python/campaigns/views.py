@@ -19,7 +19,7 @@ from .config import Settings
 from .errors import NotFound, Unprocessable
 from .graph_errors import classify
 from .models import LIST_CAMPAIGNS, Campaign, Recipient, Shard, shard_pk
-from .states import RecipientStatus
+from .states import DELIVERY_COUNTERS, SETTLED_COUNTERS, STATUS_COUNTS, RecipientStatus
 from .timestamps import iso_utc
 
 # DynamoDB pages (<= 1 MB each) one listing request reads at most.
@@ -38,13 +38,12 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
     campaign = get_campaign(campaign_id)
     shards = list(Shard.batch_get([Shard.key(campaign_id, n) for n in range(int(campaign.shard_count))]))
     now = time.time()
-    counts = {name: 0 for name in ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt",
-                                   "skipped")}
+    counts = dict.fromkeys(STATUS_COUNTS, 0)
     for shard in shards:
-        for name in ("sent", "failed", "skipped", "in_doubt", "delivered", "read"):
+        for name in (*SETTLED_COUNTERS, *DELIVERY_COUNTERS):
             counts[name] += int(getattr(shard, name) or 0)
     total = sum(int(s.total or 0) for s in shards)
-    done = counts["sent"] + counts["failed"] + counts["skipped"] + counts["in_doubt"]
+    done = sum(counts[name] for name in SETTLED_COUNTERS)
     counts["pending"] = max(0, total - done)
     stuck = [int(s.shard) for s in shards if s.lease_owner and s.lease_expires and s.lease_expires < now]
     live = [s for s in shards if _sending_now(s, now, settings)]
