@@ -23,12 +23,10 @@ Standard library only, plus `requests` (a runtime dependency of the project) for
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import hashlib
 import heapq
 import hmac
-import ipaddress
 import itertools
 import json
 import os
@@ -36,8 +34,6 @@ import random
 import re
 import secrets
 import signal
-import socket
-import socketserver
 import subprocess
 import sys
 import threading
@@ -45,10 +41,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+
+from .loopback import KeepAliveHandler, LoopbackServer, loopback_only
 
 # HTTP status per Graph error code; everything else is a 400, like the real API.
 HTTP_STATUS_BY_CODE = {0: 401, 190: 401, 1: 500, 2: 503, 131000: 500, 131016: 503}
@@ -474,7 +471,7 @@ class FakeGraph:
         clock: Callable[[], float] = time.monotonic,
         **settings,
     ):
-        self.host = _loopback_only(host)
+        self.host = loopback_only(host, "FakeGraph")
         self.port = port
         self._settings = Settings().updated(settings)
         self._clock = clock
@@ -745,74 +742,17 @@ def _bearer_matches(authorization: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
-def _loopback_only(host: str) -> str:
-    """The fake must never be reachable from outside the machine."""
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        loopback = ipaddress.IPv4Address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"FakeGraph binds to an IPv4 loopback address only, not {host!r}")
-    return host
-
-
 # ---------------------------------------------------------------------------------------- HTTP
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # bursts of many client threads connecting at once
-
+class _Server(LoopbackServer):
     def __init__(self, address, handler, fake: FakeGraph):
         self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, handler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host name up (getfqdn), which can stall for seconds without DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
 
-    def track(self, connection: socket.socket, open_: bool) -> None:
-        with self._connections_lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Drops kept-alive connections: their handler threads would otherwise go on serving after stop()."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # already closed by the client
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request, client_address) -> None:
-        # Clients that go away mid-response are routine here (crash tests kill them); stay quiet about it.
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so a requests.Session can pool connections
-    disable_nagle_algorithm = True  # headers and body go out in two writes; don't let Nagle hold the body
+class _Handler(KeepAliveHandler):
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        self.server.track(self.connection, open_=False)
-        super().finish()
-
-    def log_message(self, format, *args) -> None:
-        pass  # per-request logging would dominate the cost at 1000 requests/s
 
     def do_POST(self) -> None:
         path, query = self._path_and_query()

@@ -23,15 +23,12 @@ Python:  `Gateway(runtime=stack.runtime, port=3000).start()` (LocalStack(with_ga
 from __future__ import annotations
 
 import base64
-import contextlib
 import errno
 import importlib.util
 import json
 import logging
 import os
 import re
-import socket
-import socketserver
 import sys
 import threading
 import time
@@ -40,7 +37,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,6 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local import template as sam
 from local.lambda_process import LambdaContext
+from local.loopback import KeepAliveHandler, LoopbackServer
 
 log = logging.getLogger(__name__)
 
@@ -568,54 +565,17 @@ class Gateway:
 # -- HTTP ----------------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackServer):
     request_queue_size = 256
 
     def __init__(self, address, handler, gateway: Gateway):
         self.gateway = gateway
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, handler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host name up (getfqdn), which can stall without DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
 
-    def track(self, connection: socket.socket, open_: bool) -> None:
-        with self._connections_lock:
-            (self._connections.add if open_ else self._connections.discard)(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request, client_address) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            return  # a client that went away
-        super().handle_error(request, client_address)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _RequestHandler(KeepAliveHandler):
     timeout = 120  # idle keep-alive connections end
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        self.server.track(self.connection, open_=False)
-        super().finish()
-
-    def log_message(self, format: str, *args) -> None:
-        pass
 
     def _serve(self) -> None:
         started = time.monotonic()
