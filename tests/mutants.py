@@ -66,7 +66,7 @@ MUTATIONS = (
          "tests/test_crash.py::test_the_same_event_delivered_twice_sends_nothing_extra"),
     ),
     Mutation(
-        "own-clock-check-removed", "2 no duplicate", f"{CAMPAIGNS}/sender.py",
+        "own-clock-check-removed", "2 no duplicate", f"{CAMPAIGNS}/sending.py",
         (edit("""        if not self.lease.usable():
             ledger.unclaim(rec, owner, None, count_attempt=False)""", """        if False:
             ledger.unclaim(rec, owner, None, count_attempt=False)"""),),
@@ -101,7 +101,7 @@ MUTATIONS = (
         ("tests/test_crash.py::test_in_doubt_is_resent_after_grace_under_policy_resend",),
     ),
     Mutation(
-        "checkpoint-skipped", "4 durable progress", f"{CAMPAIGNS}/sender.py",
+        "checkpoint-skipped", "4 durable progress", f"{CAMPAIGNS}/sending.py",
         (edit("            if ledger.mark_sent(rec, owner, response.wamid, now):", "            if True:"),),
         ("tests/test_sending.py::test_campaign_is_sent_completely_once",),
     ),
@@ -146,7 +146,7 @@ MUTATIONS = (
         ("tests/test_crash.py::test_throughput_storm_slows_the_sender_and_fails_nobody",),
     ),
     Mutation(
-        "pair-rate-not-waited", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
+        "pair-rate-not-waited", "7 polite to the provider", f"{CAMPAIGNS}/sending.py",
         (edit("delay = max(delay, 6.0)", "delay = delay"),),
         ("tests/test_sending.py::test_a_pair_rate_refusal_waits_six_seconds_and_the_campaign_completes_only_after_it",),
     ),

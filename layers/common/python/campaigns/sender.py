@@ -31,14 +31,15 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from . import invoker, ledger, lifecycle
 from . import lease as leases
 from .achieved import AchievedRate
-from .config import Settings, whatsapp_secret
-from .graph_errors import ErrorClass, classify
-from .models import Campaign, Recipient, Shard, Suppression, write_if
+from .config import Settings
+from .graph_errors import ErrorClass
+from .models import Campaign, Recipient, Shard, write_if
 from .observability import NAMESPACE, Metric, count, latency_ms, logger
-from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, SendWindow, backoff_delay
+from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, SendWindow
+from .sending import SETTLED, Kind, OneSend, Result, whatsapp_client
 from .states import SETTLED_COUNTERS, CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
-from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
+from .whatsapp import WhatsAppClient
 
 # Heartbeats between two looks at the campaign's status when no halt was requested: the bound on
 # how long a pause whose request never reached the shards (its API call died in between) goes unseen.
@@ -51,36 +52,6 @@ class Stop(StrEnum):
     WAIT = "wait"  # what is left waits longer than this batch can
     HALTED = "halted"  # the campaign is no longer sending (paused, cancelled, fatal error)
     LEASE_LOST = "lease_lost"  # somebody else holds the shard now
-
-
-class Kind(StrEnum):
-    """What one send came to."""
-
-    SENT = "sent"
-    FAILED = "failed"
-    IN_DOUBT = "in_doubt"
-    RETRY = "retry"  # back to pending until retry_at (its attempt counted, unless nothing left)
-    THROTTLED = "throttled"  # 130429: back to pending, and the shard slows down
-    FATAL = "fatal"  # the campaign cannot go on: it pauses
-    LOST = "lost"  # the claim is not (or no longer) this batch's: nothing to record
-
-
-# The kinds a recipient ends with (its shard's counters and the batch's progress).
-SETTLED = (Kind.SENT, Kind.FAILED, Kind.IN_DOUBT)
-
-
-@dataclass
-class Result:
-    """What one send came to, reported by a worker thread to the batch's main loop."""
-
-    rec: Recipient
-    kind: Kind
-    retry_at: float = 0.0
-    latency_ms: float = 0.0
-    error_class: ErrorClass | None = None
-    reason: str = ""
-    paced_seconds: float = 0.0  # waiting for its rate slot
-    work_seconds: float = 0.0  # holding its window slot, not counting the wait for its rate slot
 
 
 @dataclass
@@ -143,18 +114,6 @@ class ReadAhead(Iterator):
         self._done = True
 
 
-_clients: dict[str, WhatsAppClient] = {}
-
-
-def whatsapp_client(settings: Settings, pool_size: int) -> WhatsAppClient:
-    """One pooled client per process and token: warm invocations reuse its connections."""
-    token = whatsapp_secret(settings)["access_token"]
-    if token not in _clients:
-        _clients.clear()
-        _clients[token] = WhatsAppClient(settings, token, pool_size=pool_size)
-    return _clients[token]
-
-
 class ShardBatch:
     def __init__(
         self,
@@ -171,6 +130,7 @@ class ShardBatch:
         self.remaining = remaining_seconds
         self.settings = settings
         self._client = client
+        self.one_send: OneSend | None = None  # made once the lease, the limiter and the campaign are known
         self.lease: leases.Lease | None = None
         self.campaign: Campaign | None = None
         self.limiter: RateLimiter | None = None
@@ -225,7 +185,9 @@ class ShardBatch:
         return self._report(self.stop.value)
 
     def _send_loop(self) -> None:
-        self._whatsapp()  # made before the workers start: one read of the secret, not one per worker
+        # The client is made before the workers start: one read of the secret, not one per worker.
+        client = self._client or whatsapp_client(self.settings, pool_size=self.settings.max_in_flight)
+        self.one_send = OneSend(self.lease, self.limiter, self.campaign, self.settings, client, self._where())
         freeze_the_heap_once()
         workers = ThreadPoolExecutor(max_workers=self.settings.max_in_flight, thread_name_prefix="send")
         self._beats = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartbeat")
@@ -344,104 +306,12 @@ class ShardBatch:
     def _send_one_reporting(self, rec: Recipient) -> None:
         started = time.monotonic()
         try:
-            result = self._send_one(rec)
+            result = self.one_send(rec)
         except Exception as error:  # a store error: the claim stays and a takeover settles it
             logger.exception("send failed unexpectedly", extra={**self._where(), "seq": rec.seq})
             result = Result(rec, Kind.LOST, reason=str(error))
         result.work_seconds = time.monotonic() - started - result.paced_seconds
         self.results.put(result)
-
-    def _send_one(self, rec: Recipient) -> Result:
-        owner = self.lease.owner
-        try:
-            claimed = ledger.claim(rec, owner, time.time())
-        except Exception as error:  # the store did not answer (a timeout, an error after its retries)
-            return self._claim_unanswered(rec, owner, error)
-        if not claimed:
-            return Result(rec, Kind.LOST, reason="claimed elsewhere")
-        # The send slot is taken after the claim, right before the POST: the claim's own latency
-        # then cannot bunch POSTs together and push one second's sends over the provider's limit.
-        paced = self.limiter.acquire()
-        # Our own clock, right before the POST: a batch frozen past its lease must not send.
-        if not self.lease.usable():
-            ledger.unclaim(rec, owner, None, count_attempt=False)
-            return Result(rec, Kind.LOST, reason="lease expired before the send", paced_seconds=paced)
-        payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
-        response = self._whatsapp().send_template(self.campaign.phone_number_id, payload)
-        result = self._checkpoint(rec, owner, response)
-        result.paced_seconds = paced
-        return result
-
-    def _claim_unanswered(self, rec: Recipient, owner: str, error: Exception) -> Result:
-        """Nothing was sent, whether or not the claim landed: give the recipient back and retry it.
-
-        Left claimed, a takeover could only call it in doubt, and under the default policy a
-        recipient never sent would never be. The undo is conditioned on our own claim: if the
-        claim never landed it changes nothing, and the recipient is still pending.
-        """
-        logger.warning("a claim went unanswered; retried later",
-                       extra={**self._where(), "seq": rec.seq, "error": str(error)})
-        retry_at = time.time() + backoff_delay(0, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
-        try:
-            ledger.unclaim(rec, owner, retry_at, count_attempt=False)
-        except Exception:  # the store is still not answering: the claim stays for a takeover to settle
-            logger.exception("undoing an unanswered claim failed", extra={**self._where(), "seq": rec.seq})
-            return Result(rec, Kind.LOST, reason=f"claim unanswered: {error}")
-        return Result(rec, Kind.RETRY, retry_at=retry_at, error_class=ErrorClass.RETRYABLE)
-
-    def _checkpoint(self, rec: Recipient, owner: str, response: SendResult) -> Result:
-        now = time.time()
-        if response.outcome == Outcome.ACCEPTED:
-            if ledger.mark_sent(rec, owner, response.wamid, now):
-                return Result(rec, Kind.SENT, latency_ms=response.latency_ms)
-            return self._failed_before_checkpoint(rec, owner, now)
-        if response.outcome == Outcome.UNKNOWN:
-            # The request may have reached Meta: resending could deliver twice.
-            ok = ledger.mark_in_doubt(rec, owner, now)
-            return Result(rec, Kind.IN_DOUBT if ok else Kind.LOST, reason=response.message)
-        error_class = ErrorClass.RETRYABLE if response.outcome == Outcome.NOT_SENT else classify(
-            response.code, response.http_status or 400
-        )
-        return self._checkpoint_error(rec, owner, response, error_class, now)
-
-    def _checkpoint_error(
-        self, rec: Recipient, owner: str, response: SendResult, error_class: ErrorClass, now: float
-    ) -> Result:
-        code, message = int(response.code), response.message
-        if error_class == ErrorClass.FATAL:
-            ledger.unclaim(rec, owner, None, count_attempt=False)
-            return Result(rec, Kind.FATAL, error_class=error_class, reason=f"Graph error {code}: {message}")
-        if error_class == ErrorClass.THROTTLED:
-            retry_at = now + backoff_delay(0, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
-            ledger.unclaim(rec, owner, retry_at, count_attempt=False)
-            return Result(rec, Kind.THROTTLED, retry_at=retry_at, error_class=error_class)
-        if error_class in (ErrorClass.RETRYABLE, ErrorClass.RETRY_RECIPIENT):
-            attempt = int(rec.attempts or 0) + 1
-            if attempt < self.settings.max_attempts:
-                delay = backoff_delay(attempt, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
-                if error_class == ErrorClass.RETRY_RECIPIENT:
-                    delay = max(delay, 6.0)  # Meta's pair rate: about one message per 6 s per user
-                ledger.unclaim(rec, owner, now + delay, count_attempt=True)
-                rec.attempts = attempt
-                return Result(rec, Kind.RETRY, retry_at=now + delay, error_class=error_class)
-        ok = ledger.mark_failed(rec, owner, code, message, now)
-        if ok and error_class == ErrorClass.SUPPRESS:
-            Suppression(*Suppression.key(rec.phone), phone=rec.phone, reason=f"graph {code}", created_at=now).save()
-        return Result(rec, Kind.FAILED if ok else Kind.LOST, error_class=error_class, reason=f"{code}")
-
-    def _failed_before_checkpoint(self, rec: Recipient, owner: str, now: float) -> Result:
-        """mark_sent refused: a `failed` webhook beat our checkpoint (else the claim was taken)."""
-        rec.refresh(consistent_read=True)
-        if rec.failed_at is None or rec.claimed_by != owner:
-            return Result(rec, Kind.LOST, reason="claim settled by another batch")
-        code = int(rec.error_code or 0)
-        ok = ledger.mark_failed(rec, owner, code, rec.error_message or "failed status webhook", now)
-        return Result(rec, Kind.FAILED if ok else Kind.LOST, error_class=classify(code))
-
-    def _whatsapp(self) -> WhatsAppClient:
-        if self._client is None:
-            self._client = whatsapp_client(self.settings, pool_size=self.settings.max_in_flight)
-        return self._client
 
     # -- results (main thread) ---------------------------------------------------------------
 
