@@ -106,7 +106,7 @@ MUTATIONS = (
         ("tests/test_sending.py::test_campaign_is_sent_completely_once",),
     ),
     Mutation(
-        "heartbeat-renews-nothing", "5 bounded stall", f"{CAMPAIGNS}/sender.py",
+        "heartbeat-renews-nothing", "5 bounded stall", f"{CAMPAIGNS}/heartbeat.py",
         (edit("""                leases.renew(self.lease, self.settings, actions)
                 break""", """                break"""),),
         ("tests/test_sending.py::test_a_batch_longer_than_its_lease_keeps_it_by_heartbeats",),

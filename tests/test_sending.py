@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from pynamodb.exceptions import UpdateError
 
-from campaigns import achieved, invoker, ledger, lifecycle, sender, service
+from campaigns import achieved, heartbeat, invoker, ledger, lifecycle, sender, service
 from campaigns import lease as leases
 from campaigns.config import settings
 from campaigns.models import Shard
@@ -160,7 +160,7 @@ def test_a_pause_reaches_the_batch_at_its_next_renewal(make_stack, monkeypatch):
         make_stack, monkeypatch, 400, after=2, hook=lambda campaign: service.pause(campaign.id))
     assert report["outcome"] == "halted"
     # The refused renewal raised (not counted), its retry landed, the look saw the pause: one more.
-    assert len(renewals) == 3 < sender.STATUS_LOOK_EVERY
+    assert len(renewals) == 3 < heartbeat.STATUS_LOOK_EVERY
     assert 0 < stack.fake.stats()["accepted"] < 400
     assert status(campaign)["status"] == "paused"
     assert status(campaign)["counts"]["sent"] == stack.fake.stats()["accepted"]  # progress flushed
@@ -171,7 +171,7 @@ def test_a_pause_that_died_before_its_halt_request_is_seen_at_the_periodic_look(
     report, renewals, campaign, stack = _batch_with_a_hook_after_renewal(
         make_stack, monkeypatch, 1200, after=1, hook=lambda campaign: lifecycle.transition(campaign.id, "pause"))
     assert report["outcome"] == "halted"
-    assert len(renewals) == sender.STATUS_LOOK_EVERY  # the first look after the status was written
+    assert len(renewals) == heartbeat.STATUS_LOOK_EVERY  # the first look after the status was written
     assert stack.fake.stats()["accepted"] < 1200
     assert audit(campaign, stack.fake)["duplicates"] == {}
 

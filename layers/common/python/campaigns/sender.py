@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from enum import StrEnum
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -33,6 +32,7 @@ from . import lease as leases
 from .achieved import AchievedRate
 from .config import Settings
 from .graph_errors import ErrorClass
+from .heartbeat import Beat, Heartbeat
 from .models import Campaign, Recipient, Shard, write_if
 from .observability import NAMESPACE, Metric, count, latency_ms, logger
 from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, SendWindow
@@ -41,10 +41,6 @@ from .states import SETTLED_COUNTERS, CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
 from .whatsapp import WhatsAppClient
 
-# Heartbeats between two looks at the campaign's status when no halt was requested: the bound on
-# how long a pause whose request never reached the shards (its API call died in between) goes unseen.
-STATUS_LOOK_EVERY = 10
-
 
 class Stop(StrEnum):
     DONE = "done"  # no recipient of the shard is open any more
@@ -52,15 +48,6 @@ class Stop(StrEnum):
     WAIT = "wait"  # what is left waits longer than this batch can
     HALTED = "halted"  # the campaign is no longer sending (paused, cancelled, fatal error)
     LEASE_LOST = "lease_lost"  # somebody else holds the shard now
-
-
-@dataclass
-class Beat:
-    """What one heartbeat came to, reported to the main loop like a send's Result."""
-
-    lease_lost: bool = False
-    halted: bool = False  # the campaign is no longer sending
-    error: Exception | None = None  # a store error
 
 
 class ReadAhead(Iterator):
@@ -149,11 +136,8 @@ class ShardBatch:
         self.halt_reason = ""
         self.committed_imports: set[str] = set()
         self.stop: Stop | None = None
-        self.next_heartbeat = 0.0
-        self.heartbeat_pending = False  # a heartbeat is on its way; its Beat has not been applied
-        self.heartbeat_count = 0  # heartbeats started so far (the heartbeat thread's own count)
+        self.heartbeat: Heartbeat | None = None  # started with the sending
         self.heartbeat_error: Exception | None = None
-        self._beats: ThreadPoolExecutor | None = None
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -190,7 +174,7 @@ class ShardBatch:
         self.one_send = OneSend(self.lease, self.limiter, self.campaign, self.settings, client, self._where())
         freeze_the_heap_once()
         workers = ThreadPoolExecutor(max_workers=self.settings.max_in_flight, thread_name_prefix="send")
-        self._beats = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartbeat")
+        self.heartbeat = Heartbeat(self.lease, self.campaign_id, self.settings, self.results)
         try:
             while self.stop is None:
                 self._heartbeat_if_due()
@@ -207,10 +191,10 @@ class ShardBatch:
         finally:
             # Drain: every claim of this batch gets its checkpoint, and the last heartbeat lands
             # before the lease is let go (its counters flushed, a lost lease or halt seen).
-            while self.in_flight or self.heartbeat_pending:
+            while self.in_flight or self.heartbeat.pending:
                 self._collect(timeout=None)
             workers.shutdown(wait=True)
-            self._beats.shutdown(wait=True)
+            self.heartbeat.close()
         if self.heartbeat_error is not None:
             raise self.heartbeat_error  # the batch fails, as if the main loop had made the call
 
@@ -373,27 +357,20 @@ class ShardBatch:
                 count(Metric.CAMPAIGNS_PAUSED_FATAL)
                 logger.error("campaign paused by a fatal Graph error", extra={**self._where(), "reason": reason})
 
-    # -- heartbeat ---------------------------------------------------------------------------
-    #
-    # A heartbeat runs on its own thread: on the main loop, its two calls would stop the batch
-    # from dispatching sends for as long as the store takes to answer them, which is longest
-    # exactly when the store is busiest.
+    # -- heartbeat (its own thread: campaigns/heartbeat.py) -------------------------------------
 
     def _until_heartbeat(self) -> float:
-        """How long the main loop may wait for results before it must start a heartbeat."""
-        if self.heartbeat_pending:
-            return self.settings.heartbeat_seconds  # its Beat wakes the loop when it lands
-        return max(0.0, self.next_heartbeat - time.monotonic())
+        return self.heartbeat.until_due()
 
     def _heartbeat_if_due(self) -> None:
-        if not self.heartbeat_pending and time.monotonic() >= self.next_heartbeat:
+        if self.heartbeat.due():
             self._start_heartbeat()
 
     def _heartbeat_now(self) -> None:
         """Wait for a heartbeat to land, started now unless one is on its way."""
-        if not self.heartbeat_pending:
+        if not self.heartbeat.pending:
             self._start_heartbeat()
-        while self.heartbeat_pending:
+        while self.heartbeat.pending:
             self._collect(timeout=None)
 
     def _start_heartbeat(self) -> None:
@@ -401,49 +378,10 @@ class ShardBatch:
         # lease be lost, so are these deltas, and the next holder recounts (Shard.dirty_since).
         actions = self._progress_actions()
         self.deltas.clear()
-        self.heartbeat_pending = True
-        self._beats.submit(self._beat, actions)
-
-    def _beat(self, actions: list) -> None:
-        """The heartbeat thread: renew the lease with the progress; see whether the campaign halted."""
-        try:
-            beat = Beat(halted=self._renew_and_look(actions))
-        except leases.LeaseLost:
-            beat = Beat(lease_lost=True)
-        except Exception as error:  # handed to the main loop, raised there
-            beat = Beat(error=error)
-        self.results.put(beat)
-
-    def _renew_and_look(self, actions: list) -> bool:
-        """Renew; True if the campaign is no longer sending.
-
-        The campaign is read only after a pause or cancel asked for it (lease.request_halt), and
-        every STATUS_LOOK_EVERY-th heartbeat in case one died between its status and its request:
-        a heartbeat is one call to the store, not two.
-        """
-        self.heartbeat_count += 1
-        look = self.heartbeat_count % STATUS_LOOK_EVERY == 0
-        while True:
-            try:
-                leases.renew(self.lease, self.settings, actions)
-                break
-            except leases.HaltRequested as request:
-                # Renewed again under the new count (the progress must land), then the look: the
-                # status the request announces was written before it. Each refusal is a newer
-                # request (the count only grows), so this ends once people stop pausing.
-                self.lease.halts_seen = request.halts
-                look = True
-        if not look:
-            return False
-        # Consistent: an eventually consistent read could still answer `sending` after the request.
-        campaign = Campaign.get(*Campaign.key(self.campaign_id), consistent_read=True, attributes_to_get=["status"])
-        return campaign.status != CampaignStatus.SENDING
+        self.heartbeat.start(actions)
 
     def _apply_beat(self, beat: Beat) -> None:
-        self.heartbeat_pending = False
-        # The next one is due a heartbeat's interval after this one landed, not after it started:
-        # a slow store gets fewer heartbeats rather than one after the other.
-        self.next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
+        self.heartbeat.landed()
         if beat.error is not None:
             # Stop claiming; the error is raised once every send in flight is checkpointed.
             self.heartbeat_error = beat.error
