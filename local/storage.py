@@ -1,15 +1,18 @@
-"""moto's server as the local DynamoDB (and Secrets Manager), with the table made from template.yaml."""
+"""The local stack's stores: dynalite as DynamoDB (`make up`, `make demo`), moto's server as Secrets
+Manager (and as DynamoDB for the tests), and the table made from template.yaml."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import requests
@@ -18,6 +21,10 @@ from .moto_server import COUNTS_PATH, RESET_PATH
 from .template import load_template, table_definition
 
 SECRET_NAME = "whatsapp-local"
+# dynalite, installed from local/package.json (pinned in local/package-lock.json) by `make up` and `make demo`.
+DYNALITE_CLI = Path(__file__).resolve().parent / "node_modules" / "dynalite" / "cli.js"
+# dynalite with its expressions parsed once per shape (local/dynalite.js); DYNALITE_CLI is stock dynalite.
+DYNALITE_SERVER = Path(__file__).resolve().parent / "dynalite.js"
 
 
 def free_port() -> int:
@@ -97,6 +104,75 @@ class MotoServer:
                 self._process.kill()
 
     def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class DynaliteServer:
+    """dynalite (DynamoDB's API on LevelDB, in Node.js) in its own process, on 127.0.0.1 only.
+
+    With `data_dir` its LevelDB lives in that folder and outlives the process (a restarted `make up`
+    finds its campaigns); without, it is held in memory. Tables become ACTIVE at once.
+    """
+
+    def __init__(self, port: int | None = None, data_dir: str | Path | None = None, stock: bool = False):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.script = DYNALITE_CLI if stock else DYNALITE_SERVER
+        self._process: subprocess.Popen | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why dynalite cannot start here, in one line; None when it can."""
+        if not shutil.which("node"):
+            return "Node.js (`node`) is not on PATH: the local DynamoDB (dynalite) runs on it"
+        if not DYNALITE_CLI.is_file():
+            return "dynalite is not installed: run `make up` (it runs `npm ci` in local/)"
+        return None
+
+    def start(self, timeout: float = 30.0) -> DynaliteServer:
+        reason = self.missing()
+        if reason:
+            raise RuntimeError(reason)
+        if port_in_use(self.port):
+            raise RuntimeError(f"port {self.port} is in use: set another port for the local DynamoDB")
+        command = [shutil.which("node"), str(self.script), "--host", "127.0.0.1", "--port", str(self.port),
+                   "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            command += ["--path", str(self.data_dir)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                error = self._process.stderr.read().decode(errors="replace").strip().splitlines()
+                why = next((line for line in reversed(error) if "Error" in line), error[-1] if error else "")
+                if "LOCK" in why or "lock" in why:
+                    why = f"its folder {self.data_dir} is in use by another local stack"
+                raise RuntimeError(f"the local DynamoDB (dynalite) exited at start: {why}")
+            if port_in_use(self.port):
+                return self
+            time.sleep(0.05)  # waiting for another process to bind its port: nothing to wait on
+        raise RuntimeError(f"dynalite did not answer on {self.url} within {timeout}s")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()  # dynalite closes its LevelDB on SIGTERM
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        if self._process and self._process.stderr:
+            self._process.stderr.close()
+
+    def __enter__(self) -> DynaliteServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

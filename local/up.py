@@ -53,7 +53,8 @@ def describe(stack) -> list[str]:
         f"  HTTP API     {api}   (curl {api}/campaigns; OpenAPI at {api}/openapi.json)",
         f"  dashboard    {api}/_local/dashboard",
         f"  invocations  {api}/_local/invocations",
-        f"  DynamoDB     {stack.moto.url}   (moto; table {cfg.table_name!r}, also Secrets Manager)",
+        f"  DynamoDB     {stack.moto.url}   (moto; table {cfg.table_name!r})",
+        f"  Secrets      {stack.moto.url}   (Secrets Manager, moto: the WhatsApp secret whatsapp-{cfg.table_name})",
         f"  Graph API    {graph}",
         f"  Lambda       {stack.runtime.url}   (each invocation an OS process; sender deadline "
         f"{cfg.batch_seconds:g}s)",
