@@ -151,13 +151,18 @@ def _role(pid: int) -> str:
         return "?"
     text = b" ".join(argv).decode(errors="replace")
     if "local.lambda_process" in text:
-        return "lambda:" + Path(argv[argv.index(b"local.lambda_process") + 1].decode()).parent.name
+        handler = next(arg for arg in argv[argv.index(b"local.lambda_process") + 1:] if arg.endswith(b".py"))
+        return "lambda:" + Path(handler.decode()).parent.name
     if "local.up" in text:
         return "up (gateway, webhook, runtime, scheduler)"
     if "moto_server" in text:
         return "store (moto)"
-    if "dynalite" in text or text.startswith("node"):
+    if "dynalite" in text:
         return "store (dynalite)"
+    if "worker.js" in text:
+        return "worker (node, bullmq)"
+    if "redis-server" in text:
+        return "redis"
     if "bench.graphfake" in text:
         return "fake"
     return text[:40]

@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         from local.stack import LocalStack, StackConfig
 
         overrides = {} if os.environ.get("API_PORT") else {"api_port": 0}
+        overrides["local_data_dir"] = ""  # its own store, in memory: it runs beside `make up`
         if not os.environ.get("FAKE_WEBHOOK_FAILED_RATIO"):
             overrides["fake_webhook_failed_ratio"] = 0.0  # the replay is about crashes, not undeliverable numbers
         try:

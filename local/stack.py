@@ -1,5 +1,6 @@
-"""The local stack: moto as DynamoDB and Secrets Manager, the fake Graph API, the local Lambda
-runtime running the template's functions as OS processes, and the recovery schedule.
+"""The local stack: dynalite as DynamoDB (moto's server for the tests), moto's server as Secrets
+Manager, the fake Graph API, the local Lambda runtime running the template's functions as OS
+processes, and the recovery schedule.
 
 The functions are the very handlers of functions/*/app.py with the very same domain package;
 only the edges differ: endpoint URLs in the environment, and how a function is invoked.
@@ -17,7 +18,7 @@ from campaigns.config import from_environment
 from .fakegraph import FakeGraph
 from .runtime import LambdaRuntime, functions_from_template
 from .scheduler import Scheduler
-from .storage import MotoServer, aws_env, create_secret, create_table, free_port
+from .storage import DynaliteServer, MotoServer, aws_env, create_secret, create_table, free_port
 from .template import load_template
 
 # Logical ids in template.yaml → the names the functions are invoked by locally.
@@ -34,6 +35,17 @@ class StackConfig:
     """Timings and ports of the local stack; each is an environment variable of the same name."""
 
     table_name: str = "campaigns"
+    # The local DynamoDB: "dynalite" (local/dynalite.js, on Node.js) or "moto" (local/moto_server.py,
+    # which also serves Secrets Manager either way). A stack given a running moto server (the tests)
+    # keeps DynamoDB on it.
+    local_store: str = "dynalite"
+    # The folder dynalite keeps its tables in, so that they outlive the stack (`make up` passes
+    # .local-store/dynamodb); empty: in memory, gone at stop (the demo, the benchmarks).
+    local_data_dir: str = ""
+    # "warm": each function's processes are execution environments that run one invocation after
+    # another, as on Lambda (an idle one is reused, a dead one replaced); "cold": one process per
+    # invocation, each loading Python, boto3 and the handler anew.
+    lambda_environments: str = "warm"
     # The sender's real deadline: each batch process is killed after this long, like Lambda.
     batch_seconds: float = 30.0
     lease_seconds: float = 6.0
@@ -50,7 +62,7 @@ class StackConfig:
     in_doubt_grace_seconds: float = 30.0
     backoff_base_seconds: float = 0.2
     backoff_cap_seconds: float = 5.0
-    dynamodb_port: int = 0  # 0 picks a free port
+    dynamodb_port: int = 0  # the local DynamoDB's; 0 picks a free port
     graph_port: int = 0
     lambda_port: int = 0
     # A Graph API to use instead of the fake (GRAPH_API_URL), and its token and phone number id.
@@ -64,6 +76,12 @@ class StackConfig:
     # Share of accepted sends whose status webhooks from the fake end in `failed` instead of read.
     fake_webhook_failed_ratio: float = 0.02
 
+    def __post_init__(self):
+        if self.local_store not in ("dynalite", "moto"):
+            raise ValueError(f"LOCAL_STORE={self.local_store!r}: it is 'dynalite' or 'moto'")
+        if self.lambda_environments not in ("warm", "cold"):
+            raise ValueError(f"LAMBDA_ENVIRONMENTS={self.lambda_environments!r}: it is 'warm' or 'cold'")
+
     @classmethod
     def from_env(cls, **overrides) -> StackConfig:
         return cls(**{**from_environment(cls), **overrides})
@@ -72,7 +90,8 @@ class StackConfig:
 @dataclass
 class LocalStack:
     config: StackConfig = field(default_factory=StackConfig)
-    # An already running moto server to use (tests share one per session), else one is started.
+    # An already running moto server to use for DynamoDB and Secrets Manager (tests share one per
+    # session); else one is started for Secrets Manager, and DynamoDB is config.local_store.
     moto: MotoServer | None = None
     with_scheduler: bool = True
     log_path: str | None = None
@@ -81,6 +100,8 @@ class LocalStack:
 
     def __post_init__(self):
         self._own_moto = self.moto is None
+        self.dynalite: DynaliteServer | None = None
+        self.dynamodb_url = ""
         self.fake: FakeGraph | None = None
         self.runtime: LambdaRuntime | None = None
         self.scheduler: Scheduler | None = None
@@ -94,9 +115,13 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         cfg = self.config
+        on_moto = not self._own_moto or cfg.local_store == "moto"
         if self.moto is None:
-            self.moto = MotoServer(cfg.dynamodb_port or None).start()
-        create_table(self.moto.url, cfg.table_name)
+            self.moto = MotoServer((cfg.dynamodb_port or None) if on_moto else None).start()
+        if not on_moto:
+            self.dynalite = DynaliteServer(cfg.dynamodb_port or None, cfg.local_data_dir or None).start()
+        self.dynamodb_url = self.moto.url if on_moto else self.dynalite.url
+        create_table(self.dynamodb_url, cfg.table_name, keep_existing=bool(cfg.local_data_dir))
         secret_arn = create_secret(self.moto.url, self.secret, name=f"whatsapp-{cfg.table_name}")
         graph_url = cfg.graph_api_url
         if not graph_url:
@@ -118,7 +143,12 @@ class LocalStack:
             timeouts={"sender": cfg.batch_seconds, "recovery": 60.0, "api": 30.0, "webhook": 10.0},
             env=self.env,
         )
-        self.runtime = LambdaRuntime(functions, port=lambda_port, log_path=self.log_path).start()
+        # One loaded environment kept ready for each function the runtime invokes (senders and recovery;
+        # the gateway runs the API and webhook handlers itself): no batch and no recovery tick waits
+        # for a Python process to start.
+        self.runtime = LambdaRuntime(functions, port=lambda_port, log_path=self.log_path,
+                                     warm=cfg.lambda_environments == "warm",
+                                     spares={"sender": 1, "recovery": 1}).start()
         # Without the periodic schedule, a caller can still tick recovery by hand: scheduler.tick().
         self.scheduler = Scheduler(self.runtime.url, "recovery", cfg.recovery_interval_seconds)
         if self.with_scheduler:
@@ -142,6 +172,7 @@ class LocalStack:
         env = aws_env(self.moto.url, cfg.table_name)
         env.update(
             {
+                "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_url,
                 "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
                 "WHATSAPP_SECRET_ARN": secret_arn,
                 "GRAPH_API_URL": graph_url,
@@ -175,6 +206,8 @@ class LocalStack:
             self.runtime.stop()
         if self.fake:
             self.fake.stop()
+        if self.dynalite:
+            self.dynalite.stop()
         if self._own_moto and self.moto:
             self.moto.stop()
 

@@ -191,10 +191,18 @@ def aws_env(endpoint_url: str, table_name: str, region: str = "us-east-1") -> di
     }
 
 
-def create_table(endpoint_url: str, table_name: str, region: str = "us-east-1") -> None:
+def create_table(endpoint_url: str, table_name: str, region: str = "us-east-1", keep_existing: bool = False) -> bool:
+    """The table from template.yaml; with `keep_existing`, a table of that name already in the store (a
+    restarted `make up`) is kept as it is. True if the table was created."""
     client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region,
                           aws_access_key_id="local", aws_secret_access_key="local")
-    client.create_table(**table_definition(load_template(), table_name))
+    try:
+        client.create_table(**table_definition(load_template(), table_name))
+    except client.exceptions.ResourceInUseException:
+        if not keep_existing:
+            raise
+        return False
+    return True
 
 
 def create_secret(endpoint_url: str, values: dict, region: str = "us-east-1", name: str = SECRET_NAME) -> str:
