@@ -11,6 +11,7 @@ what arrives per whole second, and can post HMAC-SHA256-signed status webhooks (
     python -m bench.graphfake --port 5005 [--cap 80] [--latency-ms 50] [--jitter 0.2]
                               [--webhook-url URL --app-secret SECRET]
 
+    GET  /_arrivals  when each accepted send arrived (epoch seconds)
     GET  /_stats   {"accepted", "refused", "first_accepted", "last_accepted", "per_second": {second: [accepted,
                    refused]}, "duplicates", "webhooks": {"posted", "failed", "backlog"}}
     POST /_reset   forget everything counted
@@ -61,6 +62,7 @@ class Fake:
         self.first_accepted: float | None = None
         self.last_accepted: float | None = None
         self.callbacks: Counter = Counter()
+        self.arrivals: list[float] = []  # when each accepted send arrived
         self.webhooks_posted = 0
         self.webhooks_failed = 0
         self.webhook_queue: asyncio.Queue | None = None
@@ -78,6 +80,7 @@ class Fake:
             second[1] += 1
             return False
         arrivals.append(now)
+        self.arrivals.append(now)
         self.accepted += 1
         second[0] += 1
         self.first_accepted = self.first_accepted or now
@@ -205,6 +208,8 @@ def serve(fake: Fake):
                     status, answer = await fake.messages(parts[1], headers, body)
                 elif method == "GET" and path == "/_stats":
                     status, answer = 200, fake.stats()
+                elif method == "GET" and path == "/_arrivals":
+                    status, answer = 200, fake.arrivals
                 elif method == "POST" and path == "/_reset":
                     fake.reset()
                     status, answer = 200, {}

@@ -251,10 +251,17 @@ def one_round(args, round_no: int) -> dict:
         if args.webhooks:  # let the last statuses land before the round's figures are read
             wait_until(lambda: fake.stats()["webhooks"]["backlog"] == 0, 60, "the webhook backlog to drain", 0.5)
         stats = fake.stats()
+        stats["gaps"] = gaps(requests.get(f"{fake.url}/_arrivals", timeout=10).json())
     finally:
         up.stop()
         fake.stop()
     return figures(args, stats, status, samples, sent_at, cpu)
+
+
+def gaps(arrivals: list[float], longer_than: float = 0.15) -> list[list[float]]:
+    """The pauses between two accepted sends longer than `longer_than` seconds: [seconds into the run, length]."""
+    return [[round(b - arrivals[0], 2), round(b - a, 3)] for a, b in zip(arrivals, arrivals[1:], strict=False)
+            if b - a > longer_than]
 
 
 def figures(args, stats: dict, status: dict, samples: list, sent_at: float, cpu: dict) -> dict:
@@ -281,6 +288,7 @@ def figures(args, stats: dict, status: dict, samples: list, sent_at: float, cpu:
         "current_rate_over_fake_max": round(max(r / c for r, c in pairs), 2) if pairs else None,
         "webhooks": stats["webhooks"], "cpu": cpu,
         "arrivals_per_second": [counts[0] for counts in stats["per_second"].values()],
+        "gaps": stats.get("gaps", []),
     }
 
 

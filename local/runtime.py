@@ -415,6 +415,7 @@ class LambdaRuntime:
         with self._lock:
             if not self._stopping:
                 self._idle.setdefault(function.name, []).insert(0, environment)  # taken after warmer ones
+                self._changed.notify_all()
                 return
         _kill(environment.process)
 
@@ -522,6 +523,12 @@ class LambdaRuntime:
         """Finished invocations, oldest first: id, function, pid, exit_code, outcome, result, error, times."""
         with self._lock:
             return list(self._history)
+
+    def idle_environments(self) -> dict[str, list[int]]:
+        """Warm only: the pids of each function's idle environments, the next to be taken last."""
+        with self._lock:
+            return {name: [environment.process.pid for environment in environments]
+                    for name, environments in self._idle.items()}
 
     def queued(self) -> int:
         """Async invocations waiting for a free worker."""

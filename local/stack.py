@@ -46,18 +46,21 @@ class StackConfig:
     # another, as on Lambda (an idle one is reused, a dead one replaced); "cold": one process per
     # invocation, each loading Python, boto3 and the handler anew.
     lambda_environments: str = "warm"
-    # The sender's real deadline: each batch process is killed after this long, like Lambda.
-    batch_seconds: float = 30.0
+    # The sender's real deadline: each batch process is killed after this long, like Lambda (production
+    # gives a batch 900 s). A batch stops claiming a stop margin (connect + read timeout + 2 s) before
+    # it and hands the shard to the next batch: two minutes make that once per ~115 s of sending.
+    batch_seconds: float = 120.0
     lease_seconds: float = 6.0
     heartbeat_seconds: float = 0.5
     recovery_interval_seconds: float = 3.0
     connect_timeout_seconds: float = 1.0
     read_timeout_seconds: float = 2.0
     clock_skew_seconds: float = 0.5
-    # Under production's 32: moto answers in tens of milliseconds when busy, not DynamoDB's few, so a
-    # window sized to hold the pace (ratelimit.SendWindow) would grow to its ceiling and queue every
-    # call, heartbeats too, behind its sends. The benchmarks run production's ceiling.
-    max_in_flight: int = 8
+    # Production's ceiling of the window of sends in flight (ratelimit.SendWindow sizes it to hold the
+    # pace, ~8-12 at 80 mps here). It was 8 while moto was the local store: answering in tens of
+    # milliseconds when busy, it made every window grow to the ceiling and queue its heartbeats
+    # behind its sends; dynalite answers in about a millisecond.
+    max_in_flight: int = 32
     max_attempts: int = 5
     in_doubt_grace_seconds: float = 30.0
     backoff_base_seconds: float = 0.2
