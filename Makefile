@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/common/requi
 # The local DynamoDB (dynalite, pinned in local/package-lock.json), for `make up`, `make demo` and the tests.
 STORE := local/node_modules/.installed
 
-.PHONY: venv store test lint demo up reset bench clean
+# The benchmark's peer: BullMQ (pinned in bench/bullmq/package-lock.json) on Debian's redis-server.
+PEER := bench/bullmq/node_modules/.installed
+
+.PHONY: venv store peer test lint demo up reset bench clean
 
 venv: $(STAMP)
 
@@ -39,15 +42,22 @@ demo: venv store
 up: venv store
 	$(PY) -m local.up
 
+peer: $(PEER)
+	@command -v redis-server >/dev/null || { apt-get update && apt-get install -y redis-server; }
+
+$(PEER): bench/bullmq/package.json bench/bullmq/package-lock.json
+	cd bench/bullmq && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # `make up` keeps its campaigns in .local-store/ between runs; this starts it clean.
 reset:
 	rm -rf .local-store
 
-bench: venv store
+bench: venv store peer
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .aws-sam local/node_modules
+	rm -rf $(VENV) .pytest_cache .aws-sam local/node_modules bench/bullmq/node_modules
 
 -include mk/tooling.mk
 -include mk/local.mk

@@ -25,7 +25,9 @@ How the verdict is counted (at the provider, not from our own bookkeeping):
   marked sent although the provider never got them. A recipient in doubt is not lost: it is the honest
   gap (claimed by the killed batch, its POST may or may not have left), bounded by the batch's in-flight
   limit, and it is counted apart;
-- recovered_after_s: from the SIGKILL to the first send the fake accepted after it.
+- recovered_after_s: from the SIGKILL to the first send the fake accepted from the batch that took over
+  (accepted once that batch had started: the killed batch's last POSTs, on the wire at the kill, can
+  still arrive after it).
 The exit status is non-zero when anything was lost or duplicated, or the campaign did not complete.
 """
 
@@ -228,7 +230,7 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
     sent_at = time.monotonic()
     killer.start()
 
-    reported_kill, recovered_after, takeover_pid = False, None, None
+    reported_kill, recovered_after, takeover_pid, takeover_at = False, None, None, None
     counts, status = {}, "sending"
     while True:
         if time.monotonic() - sent_at > deadline_s:
@@ -239,16 +241,18 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
             reported_kill = True
             say.event(f"✗ SIGKILL sender pid {killer.pid} after {killer.stats['accepted']} sends accepted by the "
                       f"Graph API ({killer.stats['in_flight']} in flight): the incident's crash")
-        if killer.pid and recovered_after is None:
-            after = [s for s in fake.sends(since=killer.seq) if s["at"] > killer.at]
-            if after:
-                recovered_after = round(min(s["at"] for s in after) - killer.at, 3)
         if killer.pid and takeover_pid is None:
-            others = [s["pid"] for s in live_senders(api) if s["pid"] != killer.pid]
+            others = [s for s in live_senders(api) if s["pid"] != killer.pid]
             if others:
-                takeover_pid = others[0]
+                takeover_pid, takeover_at = others[0]["pid"], others[0]["started_at"]
                 say.event(f"↻ takeover: recovery acted on Lambda's on-failure record and started sender pid "
                           f"{takeover_pid} {time.time() - killer.at:.2f}s after the kill")
+        if takeover_at is not None and recovered_after is None:
+            # The takeover's first send: the killed batch's own last POSTs, on the wire at the kill, may
+            # arrive after it, but not after the takeover batch started.
+            after = [s for s in fake.sends(since=killer.seq) if s["at"] >= takeover_at]
+            if after:
+                recovered_after = round(min(s["at"] for s in after) - killer.at, 3)
         answer = api.call("GET", f"/campaigns/{campaign_id}")
         counts, status = answer["counts"], answer["status"]
         if not killer.pid:

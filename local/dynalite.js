@@ -1,5 +1,6 @@
-// dynalite, as its own `dynalite` command runs it, with one change at its edge: each expression is
-// parsed once per shape instead of on every call.
+// dynalite, as its own `dynalite` command runs it, with two changes at its edge: each expression is
+// parsed once per shape instead of on every call, and a client that goes away in the middle of sending
+// a request (a SIGKILLed sender) no longer takes the server down.
 //
 //     node local/dynalite.js --host 127.0.0.1 --port 4567 [--path DIR] [...dynalite's options]
 //
@@ -11,8 +12,9 @@
 // kept by its shape: the expression, its attribute names, and the type of each attribute value. A
 // parse of that shape again reuses the tree, with the call's own values put where the first call's
 // were. That is exact because the parsers look at a value only for its type (an operand's type,
-// `attribute_type`, `list_append`, `+`), which is in the key, and keep the value itself in the tree;
-// BETWEEN compares its bounds' values, so an expression with BETWEEN is parsed every time. Only
+// `list_append`, `+`, ADD, DELETE), which is in the key, and keep the value itself in the tree, with
+// two exceptions, which are parsed every time: BETWEEN compares its bounds, and `attribute_type`
+// checks that its second value names a type (tests/test_dynalite.py has a case of each). Only
 // successful parses are kept: an expression that fails is parsed (and fails) every time, with
 // dynalite's own message. The names and values an expression uses are ticked off the request's
 // unused ones as the parser does (dynalite refuses a request that defines one it does not use).
@@ -21,12 +23,14 @@
 'use strict'
 
 const KEPT_SHAPES = 10000
+// Where a parser reads a value itself, not only its type: never kept.
+const VALUES_READ = /between|attribute_type/i
 
 function memoized (parse) {
   const shapes = new Map()
   return function (input, options) {
     const context = options && options.context
-    if (!context || typeof input != 'string' || /between/i.test(input)) return parse(input, options)
+    if (!context || typeof input != 'string' || VALUES_READ.test(input)) return parse(input, options)
     const key = shapeOf(input, context)
     const kept = shapes.get(key)
     if (kept) {
@@ -70,6 +74,17 @@ function copy (node, slots, values) {
   }
   return node
 }
+
+// dynalite rethrows an error of a request's stream (`req.on('error', function (err) { throw err })`),
+// and a connection reset before the request's body was all read is one: the whole server exited,
+// and every other client of the local stack with it (seen when `make demo` killed its sender). Such a
+// request was never read, so nothing of it was applied: dropping it is what DynamoDB does. Any other
+// uncaught error still ends the server, as before.
+process.on('uncaughtException', function (error) {
+  if (error && (error.code === 'ECONNRESET' || error.code === 'ECONNABORTED' || error.message === 'aborted')) return
+  console.error(error)
+  process.exit(1)
+})
 
 for (const name of ['conditionParser', 'updateParser', 'projectionParser']) {
   const parser = require('dynalite/db/' + name)

@@ -4,11 +4,14 @@ Manager (and as DynamoDB for the tests), and the table made from template.yaml."
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,9 +19,12 @@ from pathlib import Path
 
 import boto3
 import requests
+from botocore.config import Config as BotoConfig
 
 from .moto_server import COUNTS_PATH, RESET_PATH
 from .template import load_template, table_definition
+
+log = logging.getLogger(__name__)
 
 SECRET_NAME = "whatsapp-local"
 # dynalite, installed from local/package.json (pinned in local/package-lock.json) by `make up` and `make demo`.
@@ -144,19 +150,42 @@ class DynaliteServer:
         if self.data_dir:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             command += ["--path", str(self.data_dir)]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - its stderr until stop(); read by log()
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._stderr)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                error = self._process.stderr.read().decode(errors="replace").strip().splitlines()
-                why = next((line for line in reversed(error) if "Error" in line), error[-1] if error else "")
-                if "LOCK" in why or "lock" in why:
-                    why = f"its folder {self.data_dir} is in use by another local stack"
-                raise RuntimeError(f"the local DynamoDB (dynalite) exited at start: {why}")
+                raise RuntimeError(f"the local DynamoDB (dynalite) exited at start: {self._exit_reason()}")
             if port_in_use(self.port):
-                return self
+                # It opens its folder at the first call: one now, so that a folder another stack holds
+                # is found here, not by the first sender.
+                try:
+                    boto3.client("dynamodb", endpoint_url=self.url, region_name="us-east-1",
+                                 aws_access_key_id="local", aws_secret_access_key="local",
+                                 config=BotoConfig(retries={"total_max_attempts": 1}, read_timeout=timeout)
+                                 ).list_tables(Limit=1)
+                    return self
+                except Exception:
+                    try:
+                        self._process.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        self._process.kill()
+                    raise RuntimeError(f"the local DynamoDB (dynalite) failed at start: {self._exit_reason()}") from None
             time.sleep(0.05)  # waiting for another process to bind its port: nothing to wait on
         raise RuntimeError(f"dynalite did not answer on {self.url} within {timeout}s")
+
+    def log(self) -> str:
+        """What the server wrote on stderr so far (nothing, unless something failed)."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def _exit_reason(self) -> str:
+        lines = self.log().strip().splitlines()
+        why = next((line.strip() for line in lines if "Error:" in line), lines[-1] if lines else "no message")
+        if self.data_dir and any("LEVEL_DATABASE_NOT_OPEN" in line or "LOCK" in line for line in lines):
+            # LevelDB's lock: the folder is open in another process (which LevelDB does not name)
+            why = f"its folder {self.data_dir} is in use by another process (is `make up` running already?)"
+        return why
 
     @property
     def pid(self) -> int:
@@ -169,8 +198,10 @@ class DynaliteServer:
                 self._process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self._process.kill()
-        if self._process and self._process.stderr:
-            self._process.stderr.close()
+        if self._process and self._process.returncode not in (0, -signal.SIGTERM, None):
+            log.warning("the local DynamoDB (dynalite) had exited %s: %s", self._process.returncode, self.log()[-3000:])
+        if self._process:
+            self._stderr.close()
 
     def __enter__(self) -> DynaliteServer:
         return self.start()
