@@ -30,6 +30,13 @@ FUNCTION_NAMES = {
 }
 
 
+# The window's ceiling on each local store, unless MAX_IN_FLIGHT says otherwise. On dynalite, which answers
+# in about a millisecond, production's 32. On moto, 8: answering in tens of milliseconds when busy, moto
+# grows every window to its ceiling, and a window of 32 calls queues the batch's heartbeats behind its
+# sends until its lease is no longer usable.
+MAX_IN_FLIGHT_BY_STORE = {"dynalite": 32, "moto": 8}
+
+
 @dataclass
 class StackConfig:
     """Timings and ports of the local stack; each is an environment variable of the same name."""
@@ -56,11 +63,9 @@ class StackConfig:
     connect_timeout_seconds: float = 1.0
     read_timeout_seconds: float = 2.0
     clock_skew_seconds: float = 0.5
-    # Production's ceiling of the window of sends in flight (ratelimit.SendWindow sizes it to hold the
-    # pace, ~8-12 at 80 mps here). It was 8 while moto was the local store: answering in tens of
-    # milliseconds when busy, it made every window grow to the ceiling and queue its heartbeats
-    # behind its sends; dynalite answers in about a millisecond.
-    max_in_flight: int = 32
+    # The ceiling of a batch's window of sends in flight (ratelimit.SendWindow sizes it to hold the
+    # pace, ~8-12 at 80 mps here); 0: the store's own, MAX_IN_FLIGHT_BY_STORE.
+    max_in_flight: int = 0
     max_attempts: int = 5
     in_doubt_grace_seconds: float = 30.0
     backoff_base_seconds: float = 0.2
@@ -105,6 +110,7 @@ class LocalStack:
         self._own_moto = self.moto is None
         self.dynalite: DynaliteServer | None = None
         self.dynamodb_url = ""
+        self.max_in_flight = 0  # the window's ceiling the functions get, once started
         self.fake: FakeGraph | None = None
         self.runtime: LambdaRuntime | None = None
         self.scheduler: Scheduler | None = None
@@ -124,6 +130,7 @@ class LocalStack:
         if not on_moto:
             self.dynalite = DynaliteServer(cfg.dynamodb_port or None, cfg.local_data_dir or None).start()
         self.dynamodb_url = self.moto.url if on_moto else self.dynalite.url
+        self.max_in_flight = cfg.max_in_flight or MAX_IN_FLIGHT_BY_STORE["moto" if on_moto else "dynalite"]
         create_table(self.dynamodb_url, cfg.table_name, keep_existing=bool(cfg.local_data_dir))
         secret_arn = create_secret(self.moto.url, self.secret, name=f"whatsapp-{cfg.table_name}")
         graph_url = cfg.graph_api_url
@@ -185,7 +192,7 @@ class LocalStack:
                 "CONNECT_TIMEOUT_SECONDS": str(cfg.connect_timeout_seconds),
                 "READ_TIMEOUT_SECONDS": str(cfg.read_timeout_seconds),
                 "CLOCK_SKEW_SECONDS": str(cfg.clock_skew_seconds),
-                "MAX_IN_FLIGHT": str(cfg.max_in_flight),
+                "MAX_IN_FLIGHT": str(self.max_in_flight),
                 "MAX_ATTEMPTS": str(cfg.max_attempts),
                 "IN_DOUBT_GRACE_SECONDS": str(cfg.in_doubt_grace_seconds),
                 "BACKOFF_BASE_SECONDS": str(cfg.backoff_base_seconds),

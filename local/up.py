@@ -63,7 +63,7 @@ def describe(stack) -> list[str]:
         f"  DynamoDB     {stack.dynamodb_url}   ({store}; table {cfg.table_name!r})",
         f"  Secrets      {stack.moto.url}   (Secrets Manager, moto: the WhatsApp secret whatsapp-{cfg.table_name})",
         f"  Graph API    {graph}",
-        f"  Lambda       {stack.runtime.url}   (each invocation an OS process; sender deadline "
+        f"  Lambda       {stack.runtime.url}   ({'warm execution environments, a spare kept loaded' if cfg.lambda_environments == 'warm' else 'a new OS process per invocation'}; sender deadline "
         f"{cfg.batch_seconds:g}s)",
         f"  recovery     every {cfg.recovery_interval_seconds:g}s (lease {cfg.lease_seconds:g}s)",
         f"  logs         {stack.log_path}   (the functions' processes)",

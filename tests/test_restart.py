@@ -17,7 +17,7 @@ import requests
 
 from local.demo import TEMPLATE, Api, recipients_csv, verdict
 from local.fakegraph import FakeGraph
-from local.stack import StackConfig
+from local.stack import MAX_IN_FLIGHT_BY_STORE
 from local.storage import DynaliteServer, free_port
 from tests.helpers import wait_until
 
@@ -82,4 +82,4 @@ def test_a_restarted_make_up_keeps_its_campaigns_and_finishes_the_one_it_was_sen
     assert fake.stats()["accepted"] > sent_before  # the restarted stack sent the rest
     assert (result["recipients"], result["lost"], result["duplicates"]) == (600, 0, 0), result
     assert result["sent"] + result["in_doubt"] == 600, result
-    assert result["in_doubt"] <= StackConfig().max_in_flight  # what the stop caught in flight
+    assert result["in_doubt"] <= MAX_IN_FLIGHT_BY_STORE["dynalite"]  # what the stop caught in flight
