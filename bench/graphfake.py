@@ -63,6 +63,8 @@ class Fake:
         self.last_accepted: float | None = None
         self.callbacks: Counter = Counter()
         self.arrivals: list[float] = []  # when each accepted send arrived
+        self.refusals: list[float] = []  # when each refused one did
+        self.webhooks_due = 0  # statuses to post, posted or not yet
         self.webhooks_posted = 0
         self.webhooks_failed = 0
         self.webhook_queue: asyncio.Queue | None = None
@@ -77,6 +79,7 @@ class Fake:
         second = self.per_second.setdefault(int(now), [0, 0])
         if len(arrivals) >= self.cap:
             self.refused += 1
+            self.refusals.append(now)
             second[1] += 1
             return False
         arrivals.append(now)
@@ -105,6 +108,7 @@ class Fake:
         if callback:
             self.callbacks[callback] += 1
         if self.webhook_url and self.app_secret:
+            self.webhooks_due += 2
             loop = asyncio.get_running_loop()
             self._queue().put_nowait((0.0, "sent", number, phone, wamid, callback))
             delay = random.uniform(0.2, 1.0)
@@ -119,9 +123,10 @@ class Fake:
             "first_accepted": self.first_accepted,
             "last_accepted": self.last_accepted,
             "per_second": {str(second): counts for second, counts in sorted(self.per_second.items())},
+            "refused_at": [round(t - (self.first_accepted or t), 2) for t in self.refusals],
             "duplicates": sum(1 for n in self.callbacks.values() if n > 1),
             "webhooks": {"posted": self.webhooks_posted, "failed": self.webhooks_failed,
-                         "backlog": self.webhook_queue.qsize() if self.webhook_queue else 0},
+                         "backlog": self.webhooks_due - self.webhooks_posted - self.webhooks_failed},
         }
 
     # -- status webhooks ------------------------------------------------------------------------
@@ -148,15 +153,16 @@ class Fake:
             for _attempt in range(2):  # a keep-alive connection the server closed: once more on a new one
                 try:
                     if writer is None:
-                        reader, writer = await asyncio.open_connection(url.hostname, url.port or 80)
+                        reader, writer = await asyncio.wait_for(
+                            asyncio.open_connection(url.hostname, url.port or 80), WEBHOOK_TIMEOUT)
                     writer.write(request)
-                    status_code, _, _ = await _read_response(reader)
+                    status_code, _, _ = await asyncio.wait_for(_read_response(reader), WEBHOOK_TIMEOUT)
                     if status_code == 200:
                         self.webhooks_posted += 1
                     else:
                         self.webhooks_failed += 1
                     break
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                     if writer is not None:
                         writer.close()
                     reader = writer = None
@@ -165,6 +171,7 @@ class Fake:
 
 
 WEBHOOK_CONNECTIONS = 4
+WEBHOOK_TIMEOUT = 10.0  # seconds for one webhook's connection or answer; then once more on a new connection
 
 
 def _status_body(status: str, number: str, phone: str, wamid: str, callback: str | None) -> dict:
