@@ -10,7 +10,8 @@ the handler from its file, calls it with a context like Lambda's, and prints the
 result as the last line of stdout. When the handler raises, it prints Lambda's error
 document (errorMessage, errorType, stackTrace) and exits 1. Served: the handler's file
 is loaded once (Lambda's init phase), and each line on stdin is one invocation
-(`{"event", "request_id", "deadline_ms"}`), answered with one line on stdout,
+(`{"event", "request_id", "deadline_ms", "env"}`: `env`, the variables of this invocation only, is set
+in the process first), answered with one line on stdout,
 `{"result": ...}` or `{"error": <error document>}`; the process ends when stdin does.
 Anything the handler itself prints goes to stderr, the log stream, so it can never be
 mistaken for the result.
@@ -214,6 +215,7 @@ def serve(handler_path: str, handler_attr: str, requests: IO[str], result_stream
         init_error = exc
     for line in requests:
         request = json.loads(line)
+        os.environ.update(request.get("env") or {})  # this invocation's own variables
         # What LambdaContext.from_env reads, for this invocation.
         os.environ["LAMBDA_REQUEST_ID"] = request["request_id"]
         os.environ["LAMBDA_DEADLINE_MS"] = str(request["deadline_ms"])

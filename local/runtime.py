@@ -375,7 +375,7 @@ class LambdaRuntime:
         try:
             environment = self._take_environment(function, invocation)
             self._register_live(invocation, environment.process)
-            answer, timed_out = environment.call(invocation)
+            answer, timed_out = environment.call(invocation, self._invocation_env(function, invocation))
             if answer is not None:
                 outcome = _outcome_of_answer(answer)
                 self._give_back(function, environment)
@@ -406,6 +406,12 @@ class LambdaRuntime:
         for _ in range(short):
             self._add_spare(function)
         return taken or _Environment(self._spawn(function, invocation, serve=True))
+
+    def _invocation_env(self, function: LocalFunction, invocation: Invocation) -> dict[str, str]:
+        """The variables of a process's environment that belong to one invocation: a warm environment
+        sets them before each (its other variables are the function's, set when it started)."""
+        env = self._child_env(function, invocation)
+        return {name: env[name] for name in PER_INVOCATION_ENV if name in env}
 
     def _add_spare(self, function: LocalFunction) -> None:
         """Start an environment that waits, loaded, for the function's next invocation."""
@@ -553,6 +559,11 @@ class LambdaRuntime:
 # --- running one child -------------------------------------------------------------
 
 
+# What _child_env gives a process that differs from one invocation to the next: a warm environment
+# (one process, many invocations) is handed these with each invocation.
+PER_INVOCATION_ENV = ("LAMBDA_REQUEST_ID", "LAMBDA_DEADLINE_MS", "AWS_LAMBDA_LOG_STREAM_NAME")
+
+
 def _start_clock(invocation: Invocation, function: LocalFunction) -> None:
     invocation.started_at = time.time()
     invocation.deadline = invocation.started_at + function.timeout_seconds
@@ -573,10 +584,11 @@ class _Environment:
         self._answers.put(None)  # it ended
         self.process.wait()  # reaped here too, should nobody else wait for it (an idle one closed)
 
-    def call(self, invocation: Invocation) -> tuple[dict | None, bool]:
-        """The invocation's answer, or None if the environment ended first; and whether the deadline passed."""
+    def call(self, invocation: Invocation, env: dict[str, str]) -> tuple[dict | None, bool]:
+        """The invocation's answer, or None if the environment ended first; and whether the deadline passed.
+        `env`: the invocation's own variables (PER_INVOCATION_ENV), set in the process before it runs."""
         request = {"event": invocation.event, "request_id": invocation.id,
-                   "deadline_ms": int(invocation.deadline * 1000)}
+                   "deadline_ms": int(invocation.deadline * 1000), "env": env}
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()
