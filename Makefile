@@ -4,9 +4,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/common/requirements.txt | md5sum | cut -c1-8)
 
-.PHONY: venv test lint demo up bench clean
+# The local DynamoDB (dynalite, pinned in local/package-lock.json), for `make up`, `make demo` and the tests.
+STORE := local/node_modules/.installed
+
+# The benchmark's peer: BullMQ (pinned in bench/bullmq/package-lock.json) on Debian's redis-server.
+PEER := bench/bullmq/node_modules/.installed
+
+.PHONY: venv store peer test lint demo up reset bench clean
 
 venv: $(STAMP)
+
+store: $(STORE)
+
+$(STORE): local/package.json local/package-lock.json
+	cd local && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	rm -rf $(VENV)
@@ -17,24 +29,35 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt
 	$(PY) -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "project.pth").write_text("$(CURDIR)/layers/common/python\n$(CURDIR)\n")'
 	touch $@
 
-test: venv
+test: venv store
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check .
 
-demo: venv
+demo: venv store
 	$(PY) -m local.demo
 
-up: venv
+up: venv store
 	$(PY) -m local.up
 
-bench: venv
+peer: $(PEER)
+	@command -v redis-server >/dev/null || { apt-get update && apt-get install -y redis-server; }
+
+$(PEER): bench/bullmq/package.json bench/bullmq/package-lock.json
+	cd bench/bullmq && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# `make up` keeps its campaigns in .local-store/ between runs; this starts it clean.
+reset:
+	rm -rf .local-store
+
+bench: venv store peer
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .aws-sam
+	rm -rf $(VENV) .pytest_cache .aws-sam local/node_modules bench/bullmq/node_modules
 
 -include mk/tooling.mk
 -include mk/local.mk

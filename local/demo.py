@@ -26,7 +26,8 @@ How the verdict is counted (at the provider, not from our own bookkeeping):
   gap (claimed by the killed batch, its POST may or may not have left), bounded by the batch's in-flight
   limit, and it is counted apart;
 - recovered_after_s: from the SIGKILL to the first send the fake accepted from the batch that took over
-  (a POST of the killed batch still on the wire may land after the kill: it does not count).
+  (accepted once that batch had started: the killed batch's last POSTs, on the wire at the kill, can
+  still arrive after it).
 The exit status is non-zero when anything was lost or duplicated, or the campaign did not complete.
 """
 
@@ -231,7 +232,7 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
     sent_at = time.monotonic()
     killer.start()
 
-    reported_kill, recovered_after, takeover = False, None, None
+    reported_kill, recovered_after, takeover_pid, takeover_at = False, None, None, None
     counts, status = {}, "sending"
     while True:
         if time.monotonic() - sent_at > deadline_s:
@@ -242,15 +243,16 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
             reported_kill = True
             say.event(f"✗ SIGKILL sender pid {killer.pid} after {killer.stats['accepted']} sends accepted by the "
                       f"Graph API ({killer.stats['in_flight']} in flight): the incident's crash")
-        if killer.pid and takeover is None:
+        if killer.pid and takeover_pid is None:
             others = [s for s in live_senders(api) if s["pid"] != killer.pid]
             if others:
-                takeover = others[0]
+                takeover_pid, takeover_at = others[0]["pid"], others[0]["started_at"]
                 say.event(f"↻ takeover: recovery acted on Lambda's on-failure record and started sender pid "
-                          f"{takeover['pid']} {time.time() - killer.at:.2f}s after the kill")
-        if takeover is not None and recovered_after is None:
-            # Sent by the new batch: a POST of the dead one still on the wire can land after the kill.
-            after = [s for s in fake.sends(since=killer.seq) if s["at"] >= takeover["started_at"]]
+                          f"{takeover_pid} {time.time() - killer.at:.2f}s after the kill")
+        if takeover_at is not None and recovered_after is None:
+            # The takeover's first send: the killed batch's own last POSTs, on the wire at the kill, may
+            # arrive after it, but not after the takeover batch started.
+            after = [s for s in fake.sends(since=killer.seq) if s["at"] >= takeover_at]
             if after:
                 recovered_after = round(min(s["at"] for s in after) - killer.at, 3)
         answer = api.call("GET", f"/campaigns/{campaign_id}")
@@ -335,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         from local.stack import LocalStack, StackConfig
 
         overrides = {} if os.environ.get("API_PORT") else {"api_port": 0}
+        overrides["local_data_dir"] = ""  # its own store, in memory: it runs beside `make up`
         if not os.environ.get("FAKE_WEBHOOK_FAILED_RATIO"):
             overrides["fake_webhook_failed_ratio"] = 0.0  # the replay is about crashes, not undeliverable numbers
         try:

@@ -1,13 +1,20 @@
-"""One Lambda invocation in one OS process: the child side of the local runtime.
+"""Lambda invocations in an OS process: the child side of the local runtime.
 
     python -m local.lambda_process <handler file> <handler attribute>  < event.json
+    python -m local.lambda_process --serve <handler file> <handler attribute>
 
-The runtime (local/runtime.py) starts this module once per invocation. It reads the
-event from stdin, loads the handler from its file, calls it with a context like
-Lambda's, and prints the JSON result as the last line of stdout. When the handler
-raises, it prints Lambda's error document (errorMessage, errorType, stackTrace) and
-exits 1. Anything the handler itself prints goes to stderr, the log stream, so it
-can never be mistaken for the result.
+The runtime (local/runtime.py) starts this module once per invocation, or, with
+`--serve`, once per execution environment that then runs one invocation after the
+other, as a warm Lambda environment does. Once: it reads the event from stdin, loads
+the handler from its file, calls it with a context like Lambda's, and prints the JSON
+result as the last line of stdout. When the handler raises, it prints Lambda's error
+document (errorMessage, errorType, stackTrace) and exits 1. Served: the handler's file
+is loaded once (Lambda's init phase), and each line on stdin is one invocation
+(`{"event", "request_id", "deadline_ms", "env"}`: `env`, the variables of this invocation only, is set
+in the process first), answered with one line on stdout,
+`{"result": ...}` or `{"error": <error document>}`; the process ends when stdin does.
+Anything the handler itself prints goes to stderr, the log stream, so it can never be
+mistaken for the result.
 
 The deadline is not enforced here: the parent kills this process when it passes,
 exactly as Lambda does. This side only reports it through
@@ -204,12 +211,55 @@ def run(handler_path: str, handler_attr: str, result_stream: IO[str]) -> int:
     return status
 
 
+def serve(handler_path: str, handler_attr: str, requests: IO[str], result_stream: IO[str]) -> int:
+    """Run invocations one after the other, one line each, until `requests` ends (a warm environment).
+
+    The handler's file is loaded first, before any invocation arrives (Lambda's init phase). A file
+    that fails to load answers the first invocation with its error and ends the environment, as
+    Lambda discards an environment whose init failed.
+    """
+    handler, init_error = None, None
+    try:
+        handler = load_handler(handler_path, handler_attr, os.environ["AWS_LAMBDA_FUNCTION_NAME"])
+    except Exception as exc:
+        init_error = exc
+    for line in requests:
+        request = json.loads(line)
+        os.environ.update(request.get("env") or {})  # this invocation's own variables
+        seed_random()  # from this invocation's LOCAL_RANDOM_SEED, when the runtime sets one
+        # What LambdaContext.from_env reads, for this invocation.
+        os.environ["LAMBDA_REQUEST_ID"] = request["request_id"]
+        os.environ["LAMBDA_DEADLINE_MS"] = str(request["deadline_ms"])
+        context = LambdaContext.from_env()
+        try:
+            if init_error is not None:
+                raise init_error
+            result = handler(request["event"], context)
+            try:
+                answer = json.dumps({"result": result})
+            except (TypeError, ValueError) as exc:
+                raise InvocationError("Runtime.MarshalError", f"Unable to marshal response: {exc}") from exc
+        except Exception as exc:
+            log_error(exc)
+            answer = json.dumps({"error": error_document(exc, context.aws_request_id)})
+        result_stream.write(answer + "\n")
+        result_stream.flush()
+        if init_error is not None:
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    served = bool(args) and args[0] == "--serve"
+    if served:
+        args = args[1:]
     if len(args) != 2:
-        print("usage: python -m local.lambda_process HANDLER_FILE HANDLER_ATTRIBUTE", file=sys.stderr)
+        print("usage: python -m local.lambda_process [--serve] HANDLER_FILE HANDLER_ATTRIBUTE", file=sys.stderr)
         return 2
     die_with_parent()
+    if served:
+        return serve(args[0], args[1], sys.stdin, take_stdout_for_result())
     seed_random()
     return run(args[0], args[1], take_stdout_for_result())
 

@@ -10,8 +10,12 @@
   worker threads runs the queue, at most `max_concurrency` children at a time.
 
 Each invocation is `python -m local.lambda_process <file> <attr>` in its own process
-(its own session, so a kill takes anything it started with it). The parent waits
-until the deadline and then SIGKILLs the child, like Lambda's timeout. So a crash
+(its own session, so a kill takes anything it started with it). With `warm=True`
+(the local stack), a process is an execution environment, as on Lambda: it loads the
+handler once and runs one invocation after another (`--serve`), and an invocation
+takes an idle environment of its function or starts a new one; an environment that
+dies, is killed or times out is gone, and the next invocation starts another. The
+parent waits until the deadline and then SIGKILLs the child, like Lambda's timeout. So a crash
 in a test or benchmark is a real process death, seen exactly as Lambda would see it:
 an async invocation that errors, times out or is killed (by the deadline or by
 anybody else) is a failure, and the function's on-failure destination receives
@@ -30,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -186,6 +191,9 @@ class LambdaRuntime:
         max_concurrency: int = 32,
         log_path: str | Path | None = None,
         history_limit: int = 100_000,
+        warm: bool = False,
+        max_idle_per_function: int = 4,
+        spares: dict[str, int] | None = None,
     ):
         for key, function in functions.items():
             if key != function.name:
@@ -202,6 +210,16 @@ class LambdaRuntime:
         self._env = dict(env or {})
         self._max_concurrency = max_concurrency
         self._log_path = Path(log_path) if log_path else None
+        self._warm = warm
+        self._max_idle = max_idle_per_function
+        self._idle: dict[str, list[_Environment]] = {}  # warm environments waiting for an invocation
+        # Warm only: how many idle environments to keep ready per function, started ahead of need (at
+        # start, and whenever an invocation takes one), so that an invocation never waits for Python,
+        # boto3 and the handler to load. Like provisioned concurrency, without its bill.
+        self._spares = dict(spares or {}) if warm else {}
+        unknown = set(self._spares) - set(self.functions)
+        if unknown:
+            raise ValueError(f"spares for functions that do not exist: {sorted(unknown)}")
 
         # One lock guards all state below; two conditions on it: workers wait for
         # work, observers (wait_idle, wait_for, stop) wait for any change.
@@ -241,6 +259,9 @@ class LambdaRuntime:
         ]
         for worker in self._workers:
             worker.start()
+        for name, count in self._spares.items():
+            for _ in range(count):
+                self._add_spare(self.functions[name])
         log.info("local Lambda runtime on %s with %s", self.url, ", ".join(self.functions))
         return self
 
@@ -253,12 +274,16 @@ class LambdaRuntime:
             dropped = len(self._queue)
             self._queue.clear()
             live = list(self._live.values())
+            idle = [environment for environments in self._idle.values() for environment in environments]
+            self._idle.clear()
             self._work_available.notify_all()
             self._changed.notify_all()
         if dropped:
             log.warning("dropped %d queued invocations at stop", dropped)
         for invocation in live:
             _kill(invocation.process)
+        for environment in idle:
+            _kill(environment.process)
         self._server.shutdown()
         self._server.server_close()
         self._server_thread.join()
@@ -329,6 +354,8 @@ class LambdaRuntime:
     def _execute(self, invocation: Invocation) -> dict:
         """Run one invocation in a child process; record how it ended. Never raises."""
         function = self.functions[invocation.function]
+        if self._warm:
+            return self._execute_warm(invocation, function)
         process = None
         try:
             process = self._spawn(function, invocation)
@@ -347,15 +374,79 @@ class LambdaRuntime:
             outcome = Outcome("error", exit_code, error=error)
         return self._finish(invocation, outcome)
 
-    def _spawn(self, function: LocalFunction, invocation: Invocation) -> subprocess.Popen:
-        invocation.started_at = time.time()
-        invocation.deadline = invocation.started_at + function.timeout_seconds
-        invocation.deadline_monotonic = time.monotonic() + function.timeout_seconds
+    def _execute_warm(self, invocation: Invocation, function: LocalFunction) -> dict:
+        """Run one invocation in a warm environment of its function (an idle one, else a new one)."""
+        environment = None
+        try:
+            environment = self._take_environment(function, invocation)
+            self._register_live(invocation, environment.process)
+            answer, timed_out = environment.call(invocation, self._invocation_env(function, invocation))
+            if answer is not None:
+                outcome = _outcome_of_answer(answer)
+                self._give_back(function, environment)
+            else:  # the environment ended (a crash, a kill) or the deadline killed it: it is gone
+                if timed_out:
+                    _kill(environment.process)
+                outcome = _outcome_of(invocation, function, environment.process.wait(), b"", timed_out)
+        except Exception as exc:
+            log.exception("%s %s: the local runtime failed", invocation.function, invocation.id)
+            exit_code = None
+            if environment is not None:
+                _kill(environment.process)
+                exit_code = environment.process.wait()
+            error = {"errorType": "Runtime.Unknown", "errorMessage": f"{type(exc).__name__}: {exc}"}
+            outcome = Outcome("error", exit_code, error=error)
+        return self._finish(invocation, outcome)
+
+    def _take_environment(self, function: LocalFunction, invocation: Invocation) -> _Environment:
+        _start_clock(invocation, function)
+        taken = None
+        with self._lock:
+            idle = self._idle.setdefault(function.name, [])
+            while idle and taken is None:
+                environment = idle.pop()  # the most recently used: the warmest
+                if environment.process.poll() is None:
+                    taken = environment
+            short = self._spares.get(function.name, 0) - len(idle)
+        for _ in range(short):
+            self._add_spare(function)
+        return taken or _Environment(self._spawn(function, invocation, serve=True))
+
+    def _invocation_env(self, function: LocalFunction, invocation: Invocation) -> dict[str, str]:
+        """The variables of a process's environment that belong to one invocation: a warm environment
+        sets them before each (its other variables are the function's, set when it started)."""
+        env = self._child_env(function, invocation)
+        return {name: env[name] for name in PER_INVOCATION_ENV if name in env}
+
+    def _add_spare(self, function: LocalFunction) -> None:
+        """Start an environment that waits, loaded, for the function's next invocation."""
+        placeholder = self._new_invocation(function.name, None, is_async=True)
+        _start_clock(placeholder, function)
+        environment = _Environment(self._spawn(function, placeholder, serve=True))
+        with self._lock:
+            if not self._stopping:
+                self._idle.setdefault(function.name, []).insert(0, environment)  # taken after warmer ones
+                self._changed.notify_all()
+                return
+        _kill(environment.process)
+
+    def _give_back(self, function: LocalFunction, environment: _Environment) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(function.name, [])
+            if not self._stopping and len(idle) < self._max_idle:
+                idle.append(environment)
+                return
+        environment.close()
+
+    def _spawn(self, function: LocalFunction, invocation: Invocation, serve: bool = False) -> subprocess.Popen:
+        if not serve:
+            _start_clock(invocation, function)
         handler_path = Path(function.handler_path)
         if not handler_path.is_absolute():
             handler_path = REPO_ROOT / handler_path
         process = subprocess.Popen(
-            [sys.executable, "-m", "local.lambda_process", str(handler_path), function.handler_attr],
+            [sys.executable, "-m", "local.lambda_process", *(["--serve"] if serve else []), str(handler_path),
+             function.handler_attr],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log_file,  # None: the runtime's own stderr
@@ -446,6 +537,12 @@ class LambdaRuntime:
         with self._lock:
             return list(self._history)
 
+    def idle_environments(self) -> dict[str, list[int]]:
+        """Warm only: the pids of each function's idle environments, the next to be taken last."""
+        with self._lock:
+            return {name: [environment.process.pid for environment in environments]
+                    for name, environments in self._idle.items()}
+
     def queued(self) -> int:
         """Async invocations waiting for a free worker."""
         with self._lock:
@@ -467,6 +564,60 @@ class LambdaRuntime:
 
 
 # --- running one child -------------------------------------------------------------
+
+
+# What _child_env gives a process that differs from one invocation to the next: a warm environment
+# (one process, many invocations) is handed these with each invocation.
+PER_INVOCATION_ENV = ("LAMBDA_REQUEST_ID", "LAMBDA_DEADLINE_MS", "AWS_LAMBDA_LOG_STREAM_NAME", "LOCAL_RANDOM_SEED")
+
+
+def _start_clock(invocation: Invocation, function: LocalFunction) -> None:
+    invocation.started_at = time.time()
+    invocation.deadline = invocation.started_at + function.timeout_seconds
+    invocation.deadline_monotonic = time.monotonic() + function.timeout_seconds
+
+
+class _Environment:
+    """A warm execution environment: `python -m local.lambda_process --serve`, one line per invocation."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self._answers: queue.Queue[bytes | None] = queue.Queue()
+        threading.Thread(target=self._read, name=f"lambda-env-{process.pid}", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._answers.put(line)
+        self._answers.put(None)  # it ended
+        self.process.wait()  # reaped here too, should nobody else wait for it (an idle one closed)
+
+    def call(self, invocation: Invocation, env: dict[str, str]) -> tuple[dict | None, bool]:
+        """The invocation's answer, or None if the environment ended first; and whether the deadline passed.
+        `env`: the invocation's own variables (PER_INVOCATION_ENV), set in the process before it runs."""
+        request = {"event": invocation.event, "request_id": invocation.id,
+                   "deadline_ms": int(invocation.deadline * 1000), "env": env}
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died: its end of stdout says so
+        remaining = max(0.0, invocation.deadline_monotonic - time.monotonic())
+        try:
+            line = self._answers.get(timeout=remaining)
+        except queue.Empty:
+            return None, True
+        return (json.loads(line), False) if line is not None else (None, False)
+
+    def close(self) -> None:
+        """An environment no longer needed: its stdin ends, and so does it."""
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+
+
+def _outcome_of_answer(answer: dict) -> Outcome:
+    if "error" in answer:
+        return Outcome("error", None, error=answer["error"])
+    return Outcome("ok", None, result=answer.get("result"))
 
 
 def _kill(process: subprocess.Popen | None) -> None:

@@ -1,23 +1,36 @@
-"""moto's server as the local DynamoDB (and Secrets Manager), with the table made from template.yaml."""
+"""The local stack's stores: dynalite as DynamoDB (`make up`, `make demo`), moto's server as Secrets
+Manager (and as DynamoDB for the tests), and the table made from template.yaml."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import requests
+from botocore.config import Config as BotoConfig
 
 from .moto_server import COUNTS_PATH, RESET_PATH
 from .template import load_template, table_definition
 
+log = logging.getLogger(__name__)
+
 SECRET_NAME = "whatsapp-local"
+# dynalite, installed from local/package.json (pinned in local/package-lock.json) by `make up` and `make demo`.
+DYNALITE_CLI = Path(__file__).resolve().parent / "node_modules" / "dynalite" / "cli.js"
+# dynalite with its expressions parsed once per shape (local/dynalite.js); DYNALITE_CLI is stock dynalite.
+DYNALITE_SERVER = Path(__file__).resolve().parent / "dynalite.js"
 
 
 def free_port() -> int:
@@ -103,6 +116,100 @@ class MotoServer:
         self.stop()
 
 
+class DynaliteServer:
+    """dynalite (DynamoDB's API on LevelDB, in Node.js) in its own process, on 127.0.0.1 only.
+
+    With `data_dir` its LevelDB lives in that folder and outlives the process (a restarted `make up`
+    finds its campaigns); without, it is held in memory. Tables become ACTIVE at once.
+    """
+
+    def __init__(self, port: int | None = None, data_dir: str | Path | None = None, stock: bool = False):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.script = DYNALITE_CLI if stock else DYNALITE_SERVER
+        self._process: subprocess.Popen | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why dynalite cannot start here, in one line; None when it can."""
+        if not shutil.which("node"):
+            return "Node.js (`node`) is not on PATH: the local DynamoDB (dynalite) runs on it"
+        if not DYNALITE_CLI.is_file():
+            return "dynalite is not installed: run `make up` (it runs `npm ci` in local/)"
+        return None
+
+    def start(self, timeout: float = 30.0) -> DynaliteServer:
+        reason = self.missing()
+        if reason:
+            raise RuntimeError(reason)
+        if port_in_use(self.port):
+            raise RuntimeError(f"port {self.port} is in use: set another port for the local DynamoDB")
+        command = [shutil.which("node"), str(self.script), "--host", "127.0.0.1", "--port", str(self.port),
+                   "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            command += ["--path", str(self.data_dir)]
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - its stderr until stop(); read by log()
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the local DynamoDB (dynalite) exited at start: {self._exit_reason()}")
+            if port_in_use(self.port):
+                # It opens its folder at the first call: one now, so that a folder another stack holds
+                # is found here, not by the first sender.
+                try:
+                    boto3.client("dynamodb", endpoint_url=self.url, region_name="us-east-1",
+                                 aws_access_key_id="local", aws_secret_access_key="local",
+                                 config=BotoConfig(retries={"total_max_attempts": 1}, read_timeout=timeout)
+                                 ).list_tables(Limit=1)
+                    return self
+                except Exception:
+                    try:
+                        self._process.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        self._process.kill()
+                    raise RuntimeError(f"the local DynamoDB (dynalite) failed at start: {self._exit_reason()}") from None
+            time.sleep(0.05)  # waiting for another process to bind its port: nothing to wait on
+        raise RuntimeError(f"dynalite did not answer on {self.url} within {timeout}s")
+
+    def log(self) -> str:
+        """What the server wrote on stderr so far (nothing, unless something failed)."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def _exit_reason(self) -> str:
+        lines = self.log().strip().splitlines()
+        why = next((line.strip() for line in lines if "Error:" in line), lines[-1] if lines else "no message")
+        if self.data_dir and any("LEVEL_DATABASE_NOT_OPEN" in line or "LOCK" in line for line in lines):
+            # LevelDB's lock: the folder is open in another process (which LevelDB does not name)
+            why = f"its folder {self.data_dir} is in use by another process (is `make up` running already?)"
+        return why
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()  # dynalite closes its LevelDB on SIGTERM
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        if self._process and self._process.returncode not in (0, -signal.SIGTERM, None):
+            log.warning("the local DynamoDB (dynalite) had exited %s: %s", self._process.returncode, self.log()[-3000:])
+        if self._process:
+            self._stderr.close()
+
+    def __enter__(self) -> DynaliteServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def aws_env(endpoint_url: str, table_name: str, region: str = "us-east-1") -> dict[str, str]:
     """The environment that points boto3 and pynamodb at the local server (fake credentials)."""
     return {
@@ -115,10 +222,18 @@ def aws_env(endpoint_url: str, table_name: str, region: str = "us-east-1") -> di
     }
 
 
-def create_table(endpoint_url: str, table_name: str, region: str = "us-east-1") -> None:
+def create_table(endpoint_url: str, table_name: str, region: str = "us-east-1", keep_existing: bool = False) -> bool:
+    """The table from template.yaml; with `keep_existing`, a table of that name already in the store (a
+    restarted `make up`) is kept as it is. True if the table was created."""
     client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region,
                           aws_access_key_id="local", aws_secret_access_key="local")
-    client.create_table(**table_definition(load_template(), table_name))
+    try:
+        client.create_table(**table_definition(load_template(), table_name))
+    except client.exceptions.ResourceInUseException:
+        if not keep_existing:
+            raise
+        return False
+    return True
 
 
 def create_secret(endpoint_url: str, values: dict, region: str = "us-east-1", name: str = SECRET_NAME) -> str:

@@ -1,6 +1,7 @@
 """`make up`: the whole local stack in the foreground, until Ctrl-C or SIGTERM.
 
-moto (DynamoDB with the table from template.yaml, Secrets Manager), the fake Graph API (unless
+dynalite as DynamoDB (the table from template.yaml, kept on disk in .local-store/ so that a restart finds
+its campaigns; `make reset` empties it), moto as Secrets Manager, the fake Graph API (unless
 GRAPH_API_URL names another one: then WHATSAPP_TOKEN and PHONE_NUMBER_ID configure the client; the webhook
 verifies WHATSAPP_APP_SECRET's signatures and WHATSAPP_VERIFY_TOKEN's handshake, when set), the local
 Lambda runtime (every invocation an OS process), the recovery schedule every RECOVERY_INTERVAL_SECONDS,
@@ -18,6 +19,10 @@ import sys
 import tempfile
 import threading
 import warnings
+from pathlib import Path
+
+# Where `make up` keeps its tables between runs (git-ignored; `make reset` removes it).
+DATA_DIR = Path(__file__).resolve().parent.parent / ".local-store" / "dynamodb"
 
 REQUIRED_MODULES = ("boto3", "moto", "pynamodb", "requests", "aws_lambda_powertools", "yaml", "pydantic")
 
@@ -45,6 +50,8 @@ def check_ports(config) -> str | None:
 def describe(stack) -> list[str]:
     cfg = stack.config
     api = stack.gateway.url
+    store = "moto" if stack.dynalite is None else (
+        f"dynalite, kept in {cfg.local_data_dir}" if cfg.local_data_dir else "dynalite, in memory")
     if stack.fake:
         graph = f"{stack.fake.url}   (fake: latency ~{cfg.fake_latency_ms:g}ms, signed status webhooks to {api}/webhook)"
     else:
@@ -58,9 +65,10 @@ def describe(stack) -> list[str]:
         f"  webhook      {webhook}",
         f"  dashboard    {api}/_local/dashboard",
         f"  invocations  {api}/_local/invocations",
-        f"  DynamoDB     {stack.moto.url}   (moto; table {cfg.table_name!r}, also Secrets Manager)",
+        f"  DynamoDB     {stack.dynamodb_url}   ({store}; table {cfg.table_name!r})",
+        f"  Secrets      {stack.moto.url}   (Secrets Manager, moto: the WhatsApp secret whatsapp-{cfg.table_name})",
         f"  Graph API    {graph}",
-        f"  Lambda       {stack.runtime.url}   (each invocation an OS process; sender deadline "
+        f"  Lambda       {stack.runtime.url}   ({'warm execution environments, a spare kept loaded' if cfg.lambda_environments == 'warm' else 'a new OS process per invocation'}; sender deadline "
         f"{cfg.batch_seconds:g}s)",
         f"  recovery     every {cfg.recovery_interval_seconds:g}s (lease {cfg.lease_seconds:g}s)",
         f"  logs         {stack.log_path}   (the functions' processes)",
@@ -82,13 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     from local.stack import LocalStack, StackConfig
 
     try:
-        config = StackConfig.from_env()
+        config = StackConfig.from_env(**({} if os.environ.get("LOCAL_DATA_DIR") else {"local_data_dir": str(DATA_DIR)}))
     except (TypeError, ValueError) as error:
         print(f"up: bad setting in the environment: {error}", file=sys.stderr)
         return 2
     if config.graph_api_url and not config.whatsapp_token:
         print("up: GRAPH_API_URL is set: set WHATSAPP_TOKEN (and PHONE_NUMBER_ID) for it too", file=sys.stderr)
         return 2
+    if config.local_store == "dynalite":
+        from local.storage import DynaliteServer
+
+        missing_store = DynaliteServer.missing()
+        if missing_store:
+            print(f"up: {missing_store}", file=sys.stderr)
+            return 2
     busy = check_ports(config)
     if busy:
         print(f"up: {busy}", file=sys.stderr)

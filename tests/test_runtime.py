@@ -455,3 +455,111 @@ def test_concurrency_is_capped_and_stop_kills_every_live_child(tmp_path):
     outcomes = {entry["id"]: (entry["outcome"], entry["exit_code"]) for entry in local_runtime.history()}
     assert outcomes == {request_id: ("killed", -signal.SIGKILL) for request_id in request_ids}
     assert local_runtime.invocations() == []
+
+
+# --- warm execution environments (the local stack's runtime) -------------------------------
+
+
+@pytest.fixture
+def warm_runtime():
+    functions = {
+        "echo": LocalFunction("echo", HANDLERS / "echo.py", timeout_seconds=30),
+        "fail": LocalFunction("fail", HANDLERS / "fail.py", timeout_seconds=30, on_failure="recovery"),
+        "hang": LocalFunction("hang", HANDLERS / "hang.py", timeout_seconds=60, on_failure="recovery"),
+        "hang_briefly": LocalFunction(
+            "hang_briefly", HANDLERS / "hang.py", timeout_seconds=SHORT_TIMEOUT, on_failure="recovery"
+        ),
+        "recovery": LocalFunction("recovery", HANDLERS / "echo.py", timeout_seconds=30),
+    }
+    with LambdaRuntime(functions, max_concurrency=4, warm=True, spares={"hang": 1}) as local_runtime:
+        yield local_runtime
+
+
+def test_a_warm_environment_runs_one_invocation_after_another_in_one_process(warm_runtime):
+    client = lambda_client_for(warm_runtime)
+    first, second = (json.loads(client.invoke(FunctionName="echo", Payload=json.dumps({"n": n}))["Payload"].read())
+                     for n in (1, 2))
+
+    assert first["pid"] == second["pid"] != os.getpid()
+    assert (first["event"], second["event"]) == ({"n": 1}, {"n": 2})
+    # Each invocation has its own request id and deadline, as on Lambda.
+    assert first["context"]["aws_request_id"] != second["context"]["aws_request_id"]
+    assert first["deadline_ms"] <= second["deadline_ms"]
+    for result in (first, second):
+        for reading in result["readings"]:
+            assert reading["before_ms"] + reading["remaining_ms"] <= result["deadline_ms"]
+
+
+def test_a_handler_exception_keeps_the_warm_environment_and_reaches_on_failure(warm_runtime):
+    client = lambda_client_for(warm_runtime)
+    request_id = invoke_async(client, "fail", {"message": "template missing"})
+
+    record = failure_record_for(warm_runtime, request_id)
+    assert record["responsePayload"] == {"errorMessage": "template missing", "errorType": "CampaignExploded"}
+    failed = history_entry(warm_runtime, request_id)
+    assert failed["outcome"] == "error"
+    response = client.invoke(FunctionName="fail", Payload=b"{}")
+    assert response["FunctionError"] == "Unhandled"
+    assert history_entry(warm_runtime, response["ResponseMetadata"]["RequestId"])["pid"] == failed["pid"]
+
+
+def test_a_killed_warm_environment_fails_its_invocation_and_is_replaced(warm_runtime, tmp_path):
+    client = lambda_client_for(warm_runtime)
+    pid_file = tmp_path / "pid"
+    request_id = invoke_async(client, "hang", {"pid_file": str(pid_file)})
+    pid = int(wait_for_file(pid_file))
+
+    os.kill(pid, signal.SIGKILL)
+
+    record = failure_record_for(warm_runtime, request_id)
+    assert record["responsePayload"]["errorMessage"].endswith("Runtime exited with error: signal: killed")
+    assert history_entry(warm_runtime, request_id)["outcome"] == "killed"
+    second_file = tmp_path / "pid-2"
+    invoke_async(client, "hang", {"pid_file": str(second_file)})
+    assert int(wait_for_file(second_file)) != pid
+
+
+def test_the_deadline_kills_a_warm_environment_like_a_cold_one(warm_runtime, tmp_path):
+    client = lambda_client_for(warm_runtime)
+    pid_file = tmp_path / "pid"
+    request_id = invoke_async(client, "hang_briefly", {"pid_file": str(pid_file)})
+    pid = int(wait_for_file(pid_file))
+
+    record = failure_record_for(warm_runtime, request_id)
+    assert "Task timed out after" in record["responsePayload"]["errorMessage"]
+    entry = history_entry(warm_runtime, request_id)
+    assert (entry["pid"], entry["outcome"], entry["exit_code"]) == (pid, "timeout", -signal.SIGKILL)
+
+
+def test_a_spare_environment_is_loaded_before_it_is_needed_and_kept_ready(warm_runtime, tmp_path):
+    def idle_hang_pids() -> list[int]:
+        return warm_runtime.idle_environments().get("hang", [])
+
+    [spare] = warm_runtime.wait_for(idle_hang_pids, 10)  # started with the runtime, before any invocation
+    client = lambda_client_for(warm_runtime)
+    pid_file = tmp_path / "pid"
+    invoke_async(client, "hang", {"pid_file": str(pid_file)})
+
+    assert int(wait_for_file(pid_file)) == spare  # the invocation took the spare
+    # and another one took its place
+    [replacement] = warm_runtime.wait_for(lambda: [pid for pid in idle_hang_pids() if pid != spare], 10)
+    assert replacement != spare
+
+
+def test_stop_kills_idle_and_busy_warm_environments(tmp_path):
+    functions = {"echo": LocalFunction("echo", HANDLERS / "echo.py", timeout_seconds=30),
+                 "hang": LocalFunction("hang", HANDLERS / "hang.py", timeout_seconds=60)}
+    local_runtime = LambdaRuntime(functions, warm=True, spares={"echo": 1}).start()
+    client = lambda_client_for(local_runtime)
+    idle_pid = json.loads(client.invoke(FunctionName="echo", Payload=b"{}")["Payload"].read())["pid"]
+    pid_file = tmp_path / "pid"
+    invoke_async(client, "hang", {"pid_file": str(pid_file)})
+    busy_pid = int(wait_for_file(pid_file))
+
+    local_runtime.stop()
+
+    for pid in (idle_pid, busy_pid):
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+            assert time.monotonic() < deadline, f"pid {pid} outlived the runtime"
+            time.sleep(0.01)
