@@ -83,7 +83,7 @@ def test_the_status_reports_the_rate_the_provider_counts_not_the_pace(make_stack
 
     measured_at, answer = wait_until(a_status_over_a_whole_window, 60, "a status after a window of sending")
     counted = sum(1 for s in stack.fake.sends() if measured_at - window < s["at"] <= measured_at)
-    in_flight = stack.config.max_in_flight
+    in_flight = stack.max_in_flight  # the window ceiling the stack gave its functions
     assert answer["current_rate"] == pytest.approx(counted / window, abs=in_flight / window)
     assert answer["pace"] == pytest.approx(79.2)
     assert counted / window + in_flight / window < answer["pace"]  # the run tells the two apart
