@@ -788,6 +788,7 @@ class _Handler(KeepAliveHandler):
     def _serve_send(self, phone_number_id: str) -> None:
         fake = self.server.fake
         fake.request_started()
+        answering = False
         try:
             arrived = time.monotonic()
             draw = fake.latency_draw()
@@ -801,9 +802,14 @@ class _Handler(KeepAliveHandler):
                 if reply.status == 401
                 else {}
             )
+            # No longer in flight before its answer goes out: a client that has the answer must
+            # never find it still counted (it was, for the moment between the write and this).
+            answering = True
+            fake.request_finished()
             self._send_json(reply.status, reply.body, extra)
         finally:
-            fake.request_finished()
+            if not answering:
+                fake.request_finished()
 
     def _serve_configure(self) -> None:
         try:

@@ -302,6 +302,20 @@ def test_backoff_is_capped_exponential_with_jitter(attempt, base, cap, seed):
     assert 0 <= delay <= min(cap, base * 2**attempt)
 
 
+def test_sends_that_come_late_together_leave_half_a_slot_apart():
+    """A bunch (a GC pause, then every thread at once) leaves spread out instead of bunched: left
+    bunched, the trailing second's count would release the same bunch again every second."""
+    clock = FakeClock()
+    limiter = RateLimiter(80, clock=clock, sleep=clock.sleep)
+    left = []
+    for _ in range(10):  # ten threads whose slots have all passed: they ask at the same instant
+        while (wait := limiter.depart()) > 0:
+            clock.sleep(wait)
+        left.append(clock.now)
+    gaps = [b - a for a, b in zip(left, left[1:], strict=False)]
+    assert min(gaps) == pytest.approx(0.5 / 80)
+
+
 def test_backoff_jitter_spreads_over_the_whole_range():
     """Full jitter: uniform in [0, ceiling], so retries of many recipients spread out, and a retry
     waits half the ceiling on average (a backoff of 0 would pass the bound above)."""

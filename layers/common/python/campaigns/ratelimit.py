@@ -32,6 +32,14 @@ PACE_UNDER_LIMIT = 0.99
 # it within seconds.
 HALVE_ABOVE_REFUSED_SHARE = 0.1
 
+# The closest two sends may leave, in slots. Sends that left bunched (a GC pause, a thread that
+# waited for the GIL, then the ones behind it on time) would otherwise stay bunched: the trailing
+# second's count releases a waiting send the instant the oldest of its second turns one second old,
+# so a bunch comes back every second, in phase, and the provider's sliding second, a millisecond of
+# transit jitter later, holds one send too many (130429s at x.07 s of each second in a make-up run).
+# Half a slot apart, a bunch spreads out within a second or two and the count has slack again.
+MIN_DEPARTURE_SPACING_SLOTS = 0.5
+
 
 def _keep_trailing_second(times: deque[float], now: float) -> None:
     """Drops the times a second old or more. A nanosecond's tolerance: a clock's float arithmetic
@@ -69,7 +77,8 @@ class RateLimiter:
 
     def depart(self) -> float:
         """Record a send leaving now, unless the trailing second already holds as many whole sends
-        as the pace allows (39 at 39.4); then how long until it does not (and nothing is recorded).
+        as the pace allows (39 at 39.4), or the last send left less than half a slot ago; then how
+        long until neither holds (and nothing is recorded).
 
         Slots are evenly spaced, but a send can leave late (its thread waited for the GIL, or
         the process paused to collect garbage) while the next ones leave on time: the one
@@ -81,6 +90,9 @@ class RateLimiter:
             _keep_trailing_second(self._departures, now)
             if len(self._departures) >= max(1, math.floor(self.rate)):
                 return 1.0 - (now - self._departures[0])  # ≥ 1 ns: a wait, never a silent 0
+            spacing = MIN_DEPARTURE_SPACING_SLOTS / self.rate
+            if self._departures and now - self._departures[-1] < spacing - 1e-9:  # the same nanosecond's tolerance
+                return spacing - (now - self._departures[-1])
             self._departures.append(now)
             return 0.0
 
