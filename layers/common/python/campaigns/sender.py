@@ -8,8 +8,9 @@ sends in flight finish, and either finishes the shard, hands the lease to the ne
 invokes itself, or releases the shard with the time recovery should look at it again.
 
 Threads: the main loop owns the batch's state and is the only one to change it. Worker threads
-claim, send and checkpoint one recipient each; a heartbeat thread renews the lease and reads the
-campaign's status. Both report back through one queue, which the main loop drains.
+claim, send and checkpoint one recipient each (campaigns/sending.py); a heartbeat thread renews
+the lease and reads the campaign's status (campaigns/heartbeat.py). Both report back through one
+queue, which the main loop drains.
 """
 
 from __future__ import annotations
