@@ -5,18 +5,23 @@ of N recipients at rate 80 (the fake Graph API capping the number at 80 mps, 50 
 with the sender batch, `campaigns.sender.ShardBatch` with production's settings (32 sends in
 flight, 1-second heartbeat, metrics and logs on), in a process of its own whose CPU is capped by a
 cgroup v1 CFS quota at template.yaml's SenderFunction MemorySize / 1 769 of a core. The store
-(moto's server) and the fake run outside the quota, as DynamoDB and Meta's servers are not on the
+(dynalite, as `make up` runs it; `--store moto` for moto's server) and the fake run outside the
+quota, as DynamoDB and Meta's servers are not on the
 function's machine. Counted at the fake: accepted sends per second between the 2nd second after
 the first arrival and the 2nd before the last (start and drain excluded).
 
+The store is dynalite by default because DynamoDB's CPU is not the function's: moto's server spends
+8 times dynalite's CPU on a conditional write (bench.stores) and, sharing these two cores with the
+sender and the fake, becomes the bound instead of the quota under test.
+
 What binds is printed beside the figure: the sender's CPU against its quota (and how many of the
-quota's periods it was throttled in), and the store's CPU against its one core (moto's server is
-one Python process). With --pin-store the store gets a core of its own and the sender and the fake
-share the other, as bench.throughput does; without, the three share the machine's cores.
+quota's periods it was throttled in), and the store's CPU against its one core (each store is one
+process). With --pin-store the store gets a core of its own and the sender and the fake share the
+other, as bench.throughput does; without, the three share the machine's cores.
 
 Needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu.
 
-    .venv/bin/python -m bench.lambda_share [--recipients 10000] [--memory-mb M] [--pin-store]
+    .venv/bin/python -m bench.lambda_share [--recipients 10000] [--memory-mb M] [--store dynalite|moto] [--pin-store]
 
 The last line is JSON: {"ratio_to_cap", "msg_per_s", "cpu_share", "memory_mb", ...}.
 """
@@ -35,7 +40,7 @@ import time
 from pathlib import Path
 
 from local.fakegraph import FakeGraphProcess
-from local.storage import MotoServer, aws_env, create_secret, create_table
+from local.storage import DynaliteServer, MotoServer, aws_env, create_secret, create_table
 from local.template import functions, load_template
 
 TABLE = "bench-lambda-share"
@@ -97,7 +102,7 @@ def _cpu_seconds(pid: int) -> float:
 def prepare_campaign(recipients: int, rate: int) -> tuple[str, str]:
     """A sending campaign of one shard, its lease handed to the batch about to start (as `send` does)."""
     from campaigns import lease as leases
-    from campaigns import service
+    from campaigns import lifecycle, service
     from campaigns.config import settings
 
     cfg = settings()
@@ -107,8 +112,8 @@ def prepare_campaign(recipients: int, rate: int) -> tuple[str, str]:
     rows = [service.RecipientRow(f"9198{n:08d}") for n in range(recipients)]
     for start in range(0, recipients, 5000):
         service.add_recipients(campaign.id, rows[start:start + 5000])
-    service._wake(campaign.id, [0])
-    service._transition(campaign.id, "send", [service.Campaign.open_shards.set({0})])
+    lifecycle.wake(campaign.id, [0])
+    lifecycle.transition(campaign.id, "send", [service.Campaign.open_shards.set({0})])
     token = leases.new_token()
     leases.hand_to(campaign.id, 0, token, leases.free_or_expired(time.time()), cfg)
     return campaign.id, token
@@ -165,18 +170,29 @@ class Sampler:
                 "periods": last[3] - first[3], "throttled": last[4] - first[4]}
 
 
-def measure(recipients: int, rate: int, memory_mb: int, pin_store: bool) -> dict:
+def _store(name: str, moto: MotoServer) -> contextlib.AbstractContextManager:
+    """The DynamoDB the batch writes to: dynalite in memory, or the moto server already serving secrets."""
+    if name == "moto":
+        return contextlib.nullcontext(moto)
+    reason = DynaliteServer.missing()
+    if reason:
+        raise SystemExit(f"{reason} (or pass --store moto)")
+    return DynaliteServer()
+
+
+def measure(recipients: int, rate: int, memory_mb: int, store_name: str, pin_store: bool) -> dict:
     share = memory_mb / LAMBDA_MB_PER_VCPU
-    with MotoServer() as moto, CpuQuota(share) as quota:
-        env = {**aws_env(moto.url, TABLE), "POWERTOOLS_TRACE_DISABLED": "true"}  # no X-Ray daemon here
+    with MotoServer() as moto, _store(store_name, moto) as store, CpuQuota(share) as quota:
+        env = {**aws_env(moto.url, TABLE), "AWS_ENDPOINT_URL_DYNAMODB": store.url,
+               "POWERTOOLS_TRACE_DISABLED": "true"}  # no X-Ray daemon here
         os.environ.update(env)
-        create_table(moto.url, TABLE)
+        create_table(store.url, TABLE)
         os.environ["WHATSAPP_SECRET_ARN"] = create_secret(moto.url, {"access_token": "bench-token"})
         cores = sorted(os.sched_getaffinity(0))
         if pin_store:
             if len(cores) < 2:
                 raise SystemExit("--pin-store needs two cores: one for the store, one for the rest")
-            _pin(moto.pid, {cores[0]})
+            _pin(store.pid, {cores[0]})
             _pin(os.getpid(), set(cores[1:]))  # the fake and the sender, started below, inherit it
         nice = -10 if os.geteuid() == 0 else 0  # the fake ahead of the sender, as Meta's servers share nothing
         with FakeGraphProcess(nice=nice, token="bench-token", latency_ms=50, latency_jitter=0.2,
@@ -187,7 +203,7 @@ def measure(recipients: int, rate: int, memory_mb: int, pin_store: bool) -> dict
                 child = subprocess.Popen([sys.executable, "-m", "bench.lambda_share", "--child", campaign_id, token],
                                          env=os.environ.copy(), stdout=subprocess.PIPE, stderr=log, text=True)
                 quota.add(child.pid)  # before it has imported anything: all of its CPU counts
-                sampler = Sampler(moto.pid, child.pid, quota)
+                sampler = Sampler(store.pid, child.pid, quota)
                 lines = []
                 for line in child.stdout:  # its EMF and log lines go to the log; its report is the last
                     lines.append(line)
@@ -214,6 +230,7 @@ def measure(recipients: int, rate: int, memory_mb: int, pin_store: bool) -> dict
         "sender_cpu_of_quota": round(steady["sender_cpu"] / (share * steady["seconds"]), 3),
         "throttled_periods": f"{steady['throttled']}/{steady['periods']}",
         "store_cpu_of_core": round(steady["store_cpu"] / steady["seconds"], 3),
+        "store": store_name,
         "store_pinned": pin_store,
         "refused_130429": stats["by_code"].get("130429", 0),
         "duplicates": stats["duplicates"],
@@ -229,6 +246,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=80, help="the campaign's rate and the fake's cap (mps)")
     parser.add_argument("--memory-mb", type=int, default=None,
                         help="the function's memory (default: template.yaml's SenderFunction MemorySize)")
+    parser.add_argument("--store", choices=("dynalite", "moto"), default="dynalite",
+                        help="the DynamoDB the batch writes to (default: dynalite, as make up runs it)")
     parser.add_argument("--pin-store", action="store_true", help="the store on a core of its own")
     parser.add_argument("--child", nargs=2, metavar=("CAMPAIGN_ID", "TOKEN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,9 +255,9 @@ def main() -> None:
         run_child(*args.child)
         return
     memory = args.memory_mb or sender_memory_mb()
-    result = measure(args.recipients, args.rate, memory, args.pin_store)
+    result = measure(args.recipients, args.rate, memory, args.store, args.pin_store)
     print(f"# one shard, {args.recipients} recipients at rate {args.rate}, the sender held to {memory} MB's "
-          f"{result['cpu_share']:.2f} of a vCPU; store {'on a core of its own' if args.pin_store else 'sharing the cores'}")
+          f"{result['cpu_share']:.2f} of a vCPU; {args.store} {'on a core of its own' if args.pin_store else 'sharing the cores'}")
     print(f"# sender CPU {result['sender_cpu_ms_per_msg']} ms/msg, {result['sender_cpu_of_quota']:.0%} of its quota, "
           f"throttled in {result['throttled_periods']} periods; store {result['store_cpu_of_core']:.0%} of a core")
     print(json.dumps(result))

@@ -16,11 +16,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-# Shards pace this far under the campaign's rate: a POST reaches the provider a little after its
-# slot (thread wake-up, the network), and a provider that counts a sliding second refuses the send
-# that such jitter pushes over an exact limit. At 80 mps this keeps 79 sends a second, one under
-# the limit: 12 ms of jitter absorbed.
-PACE_UNDER_LIMIT = 0.99
+# How much later than the sends around it a send may reach the provider: its thread records the
+# departure, then may wait for the GIL behind the batch's other threads before its bytes are on the
+# wire (1 ms at the median, up to 18 ms, in a one-shard run against dynalite). A provider counting a
+# sliding second refuses the send that such a late neighbour pushes over an exact limit, so any
+# 1 + TRANSIT_SPREAD_SECONDS of departures hold at most the limit's whole sends: 80 in 1.02 s, a
+# pace of 78.4 at a limit of 80. (One under the limit a second, the rule before, absorbed 12 ms and
+# drew 1-3 refusals a run.)
+TRANSIT_SPREAD_SECONDS = 0.02
+
+# A batch's first second is slower still to reach the wire: its sends open the pool's connections
+# (a TLS handshake each on AWS) and run its code paths cold, while its threads start. They reached
+# the provider up to 76 ms after they left (a make-up run), against 1 ms from the second second
+# on, and refused sends a second later. The departures of a limiter's first COLD_SECONDS count for
+# this much longer: five sends fewer, once a batch.
+COLD_SECONDS = 1.0
+COLD_TRANSIT_SPREAD_SECONDS = 0.1
 
 # How a 130429 cuts the pace, by the share of the trailing second's sends it refused. A few (up to
 # one in ten) is a shard at its limit whose sends arrived bunched (jitter past our side of the wire,
@@ -49,6 +60,11 @@ def _keep_trailing_second(times: deque[float], now: float) -> None:
 
 
 class RateLimiter:
+    """Holds a shard's sends under `rate`, the most the provider takes a second (the shard's share of
+    the campaign's rate, cut by throttling): slots at `pace`, and the departures themselves counted."""
+
+    WINDOW_SECONDS = 1.0 + TRANSIT_SPREAD_SECONDS  # the departures counted against the rate
+
     def __init__(
         self,
         rate: float,
@@ -63,38 +79,56 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_free = clock()
+        self._warm_from = self._next_free + COLD_SECONDS
         self._last_decrease = float("-inf")
-        self._departures: deque[float] = deque()  # when the sends of the trailing second left
+        self._departures: deque[float] = deque()  # when the sends that still count left
         self._refusals: deque[float] = deque()  # when the 130429s of the trailing second came
+
+    @property
+    def pace(self) -> float:
+        """Sends a second the slots are spaced for: the rate over the window that counts them."""
+        return self.rate / self.WINDOW_SECONDS
 
     def reserve(self) -> float:
         """Take the next send slot; returns how long to wait before using it."""
         with self._lock:
             now = self._clock()
             slot = max(self._next_free, now)
-            self._next_free = slot + 1.0 / self.rate
+            self._next_free = slot + 1.0 / self.pace
             return slot - now
 
     def depart(self) -> float:
-        """Record a send leaving now, unless the trailing second already holds as many whole sends
-        as the pace allows (39 at 39.4), or the last send left less than half a slot ago; then how
-        long until neither holds (and nothing is recorded).
+        """Record a send leaving now, unless the departures still counted (those of the last
+        WINDOW_SECONDS; of the first second, for COLD_TRANSIT_SPREAD_SECONDS longer) already hold as
+        many whole sends as the rate allows (39 at 39.4), or the last send left less than half a
+        slot ago; then how long until neither holds (and nothing is recorded).
 
         Slots are evenly spaced, but a send can leave late (its thread waited for the GIL, or
         the process paused to collect garbage) while the next ones leave on time: the one
         second after its slot then holds one send more than the pace, and a provider counting
-        a sliding second answers 130429. So the departures themselves are counted too.
+        a sliding second answers 130429. So the departures themselves are counted too, over a
+        window longer than the provider's second by the transit spread it must absorb.
         """
         with self._lock:
             now = self._clock()
-            _keep_trailing_second(self._departures, now)
+            self._forget_uncounted(now)
             if len(self._departures) >= max(1, math.floor(self.rate)):
-                return 1.0 - (now - self._departures[0])  # ≥ 1 ns: a wait, never a silent 0
-            spacing = MIN_DEPARTURE_SPACING_SLOTS / self.rate
+                return self._counted_until(self._departures[0]) - now  # ≥ 1 ns: a wait, never a silent 0
+            spacing = MIN_DEPARTURE_SPACING_SLOTS / self.pace
             if self._departures and now - self._departures[-1] < spacing - 1e-9:  # the same nanosecond's tolerance
                 return spacing - (now - self._departures[-1])
             self._departures.append(now)
             return 0.0
+
+    def _counted_until(self, departed: float) -> float:
+        spread = COLD_TRANSIT_SPREAD_SECONDS if departed < self._warm_from else TRANSIT_SPREAD_SECONDS
+        return departed + 1.0 + spread
+
+    def _forget_uncounted(self, now: float) -> None:
+        """Drops the departures that no longer count, oldest first (the nanosecond's tolerance of
+        _keep_trailing_second). A cold one ahead keeps the warm ones behind it a little longer: safe."""
+        while self._departures and now >= self._counted_until(self._departures[0]) - 1e-9:
+            self._departures.popleft()
 
     def acquire(self) -> float:
         """Wait for the next send slot and for room in the trailing second; returns how long
@@ -113,7 +147,7 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             self._refusals.append(now)
-            _keep_trailing_second(self._departures, now)
+            self._forget_uncounted(now)
             _keep_trailing_second(self._refusals, now)
             if now - self._last_decrease >= 1.0:
                 refused = len(self._refusals)
@@ -123,7 +157,7 @@ class RateLimiter:
                     self.rate = max(self.min_rate, self.rate - refused)
                 self._last_decrease = now
                 # Push the next slot out so that the burst already granted is not sent.
-                self._next_free = max(self._next_free, now + 1.0 / self.rate)
+                self._next_free = max(self._next_free, now + 1.0 / self.pace)
 
     def succeeded(self) -> None:
         """Each accepted send earns back a little pace, up to the target."""

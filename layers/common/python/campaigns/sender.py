@@ -36,7 +36,7 @@ from .graph_errors import ErrorClass
 from .heartbeat import Beat, Heartbeat
 from .models import Campaign, Recipient, Shard, write_if
 from .observability import NAMESPACE, Metric, count, latency_ms, logger
-from .ratelimit import PACE_UNDER_LIMIT, RateLimiter, SendWindow
+from .ratelimit import RateLimiter, SendWindow
 from .sending import SETTLED, Kind, OneSend, Result, whatsapp_client
 from .states import SETTLED_COUNTERS, CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
@@ -155,7 +155,7 @@ class ShardBatch:
             self.stop = Stop.HALTED
         else:
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
-            self.limiter = RateLimiter(per_shard * PACE_UNDER_LIMIT)
+            self.limiter = RateLimiter(per_shard)
             self.achieved = AchievedRate()
             self.start_cursor = self.scanned_to = int(shard.cursor)
             reader = ReadAhead(ledger.scan(self.campaign_id, self.shard_no, int(shard.cursor)),
@@ -200,7 +200,7 @@ class ShardBatch:
             raise self.heartbeat_error  # the batch fails, as if the main loop had made the call
 
     def _dispatch(self, workers: ThreadPoolExecutor, rec: Recipient) -> None:
-        while self.in_flight >= self.window.size(self.limiter.rate):
+        while self.in_flight >= self.window.size(self.limiter.pace):
             self._collect(timeout=None)
         if self.stop is not None:
             self._reopen(rec)
@@ -400,7 +400,7 @@ class ShardBatch:
         if self.limiter:
             # The figures a status shows, riding this write: what was sent, and the pace allowed.
             actions += [Shard.achieved_rate.set(round(self.achieved.rate(), 2)),
-                        Shard.pace.set(round(self.limiter.rate, 2)),
+                        Shard.pace.set(round(self.limiter.pace, 2)),
                         Shard.measured_at.set(time.time())]
         for name, delta in self.deltas.items():
             if delta:

@@ -80,14 +80,15 @@ class OneSend:
             return self._claim_unanswered(rec, owner, error)
         if not claimed:
             return Result(rec, Kind.LOST, reason="claimed elsewhere")
+        payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
         # The send slot is taken after the claim, right before the POST: the claim's own latency
         # then cannot bunch POSTs together and push one second's sends over the provider's limit.
+        # (The payload is built first: the less work between slot and wire, the less transit spread.)
         paced = self.limiter.acquire()
         # Our own clock, right before the POST: a batch frozen past its lease must not send.
         if not self.lease.usable():
             ledger.unclaim(rec, owner, None, count_attempt=False)
             return Result(rec, Kind.LOST, reason="lease expired before the send", paced_seconds=paced)
-        payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
         response = self.client.send_template(self.campaign.phone_number_id, payload)
         result = self._checkpoint(rec, owner, response)
         result.paced_seconds = paced
