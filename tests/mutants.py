@@ -93,11 +93,9 @@ MUTATIONS = (
          "tests/test_crash.py::test_kill_between_post_and_checkpoint_leaves_in_doubt_never_resent"),
     ),
     Mutation(
-        "grace-ignored", "3 honest about the gap", f"{CAMPAIGNS}/sender.py",
-        (edit("(rec.in_doubt_at or now) + self.settings.in_doubt_grace_seconds", "(rec.in_doubt_at or now)"),
-         edit("ledger.requeue_in_doubt(rec, now - self.settings.in_doubt_grace_seconds)",
-              "ledger.requeue_in_doubt(rec, now)"),
-         edit("grace_end = since + self.settings.in_doubt_grace_seconds", "grace_end = since")),
+        "grace-ignored", "3 honest about the gap", f"{CAMPAIGNS}/progress.py",
+        (edit("    return in_doubt_since + grace_seconds", "    return in_doubt_since"),
+         edit("    return now - grace_seconds", "    return now")),
         ("tests/test_crash.py::test_in_doubt_is_resent_after_grace_under_policy_resend",),
     ),
     Mutation(
@@ -122,15 +120,15 @@ MUTATIONS = (
         ("tests/test_crash.py::test_a_killed_batch_reported_by_lambda_is_taken_over_with_no_schedule",),
     ),
     Mutation(
-        "hand-off-removed", "6 time-bounded batches", f"{CAMPAIGNS}/sender.py",
-        (edit("""        elif stop == Stop.TIME and self._made_progress():
-            self._hand_off()""", """        elif False:
-            self._hand_off()"""),),
+        "hand-off-removed", "6 time-bounded batches", f"{CAMPAIGNS}/progress.py",
+        (edit("""    if stop == Stop.TIME and made_progress:
+        return Ending.HAND_OFF""", """    if False:
+        return Ending.HAND_OFF"""),),
         ("tests/test_sending.py::test_a_campaign_longer_than_a_batch_completes_through_hand_offs_alone",),
     ),
     Mutation(
-        "hop-guard-removed", "6 time-bounded batches", f"{CAMPAIGNS}/sender.py",
-        (edit("        elif stop == Stop.TIME and self._made_progress():", "        elif stop == Stop.TIME:"),),
+        "hop-guard-removed", "6 time-bounded batches", f"{CAMPAIGNS}/progress.py",
+        (edit("    if stop == Stop.TIME and made_progress:", "    if stop == Stop.TIME:"),),
         ("tests/test_sending.py::test_a_batch_out_of_time_before_any_progress_does_not_hand_off",),
     ),
     Mutation(

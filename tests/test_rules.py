@@ -15,7 +15,7 @@ from campaigns.config import Settings
 from campaigns.graph_errors import ErrorClass, classify
 from campaigns.observability import mask_phone
 from campaigns.ratelimit import TRANSIT_SPREAD_SECONDS, RateLimiter, SendWindow, backoff_delay
-from campaigns.sender import ReadAhead
+from campaigns.readahead import ReadAhead
 from campaigns.states import (
     CAMPAIGN_ACTIONS,
     CAMPAIGN_TRANSITIONS,

@@ -7,7 +7,7 @@ every metric the template names is one listed here.
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 NAMESPACE = "WhatsAppCampaigns"
 
@@ -44,6 +44,12 @@ def count(name: str, value: float = 1) -> None:
 
 def latency_ms(name: str, value: float) -> None:
     metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
+
+
+def count_failed(error_class: str | None) -> None:
+    """One failed message, by its error class: a metric of its own, as the dimension is per message."""
+    with single_metric(name=Metric.MESSAGES_FAILED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+        m.add_dimension(name="ErrorClass", value=str(error_class or "unknown"))
 
 
 def mask_phone(phone: str | None) -> str | None:

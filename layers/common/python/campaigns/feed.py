@@ -1,0 +1,85 @@
+"""The recipients a sender batch sends, in order: retries whose time has come, then the shard's scan.
+
+Each recipient the scan reads is sorted by `progress.triage`; the feed does the writes that
+sorting asks for (settling an orphaned claim, requeueing an in-doubt recipient whose grace is
+over) and keeps the batch's `ShardProgress` up to date. Runs on the batch's main loop only.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import lease as leases
+from . import ledger
+from .models import Recipient
+from .observability import Metric, count, logger
+from .progress import ShardProgress, Sorting, in_doubt_grace_end, in_doubt_grace_over_before, triage
+from .readahead import ReadAhead
+from .states import RecipientStatus as R
+
+
+class ShardFeed:
+    """`resend_grace` is the in-doubt grace period under policy resend, None under skip."""
+
+    def __init__(self, lease: leases.Lease, progress: ShardProgress, committed_imports: set[str],
+                 resend_grace: float | None, where: dict):
+        self.lease, self.progress, self.committed_imports = lease, progress, committed_imports
+        self.resend_grace, self.where = resend_grace, where
+        # The next page is read while this one is sent: reading it on the send loop would pause every send.
+        self._reader = ReadAhead(ledger.scan(lease.campaign_id, lease.shard, progress.scanned_to),
+                                 buffer=ledger.SCAN_PAGE)
+        self._scanning = True
+
+    def next_ready(self) -> Recipient | None:
+        """The next recipient to send now, or None if none is ready at the moment."""
+        rec = self.progress.due(time.time())
+        if rec is not None:
+            return rec
+        while self._scanning:
+            rec = next(self._reader, None)
+            if rec is None:
+                self._scanning = False
+                return None
+            self.progress.scanned(rec)
+            if self._ready(rec):
+                return rec
+        return None
+
+    def park_in_doubt(self, rec: Recipient, since: float) -> None:
+        """Policy resend: a recipient in doubt since `since` stays open until its grace period is over
+        (a status webhook may prove it meanwhile); then this batch, or a later one, sends it again."""
+        if self.resend_grace is not None:
+            self.progress.park(rec, until=in_doubt_grace_end(since, self.resend_grace))
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def _ready(self, rec: Recipient) -> bool:
+        """Act on a scanned recipient's triage; True if it is to be sent now."""
+        now = time.time()
+        sorting = triage(rec, now, self.lease.owner, self.committed_imports, self.resend_grace)
+        if sorting == Sorting.READY:
+            self.progress.open(rec)
+            return True
+        if sorting == Sorting.WAIT:
+            self.progress.wait(rec, until=rec.not_before)
+        elif sorting == Sorting.ORPHAN:
+            self._settle_orphan(rec, now)
+        elif sorting == Sorting.REQUEUE:
+            if ledger.requeue_in_doubt(rec, in_doubt_grace_over_before(now, self.resend_grace)):
+                self.progress.requeued_in_doubt(rec)
+                rec.status = R.PENDING.value
+                return True
+        elif sorting == Sorting.PARK:
+            self.park_in_doubt(rec, since=rec.in_doubt_at or now)
+        return False
+
+    def _settle_orphan(self, rec: Recipient, now: float) -> None:
+        settled = ledger.settle_orphan(rec, now)
+        if settled is None:
+            return
+        self.progress.settled_orphan(settled)
+        if settled == R.IN_DOUBT:
+            count(Metric.MESSAGES_IN_DOUBT)
+            self.park_in_doubt(rec, since=now)
+        logger.info("settled an orphaned claim", extra={**self.where, "seq": rec.seq, "as": settled.value})

@@ -1,0 +1,159 @@
+"""What a sender batch knows of its shard while it sends, and the decisions it takes from that alone.
+
+The batch's main loop owns a `ShardProgress`: which recipients it read and left open, which wait
+for a retry, how far it has read, and the counter changes not yet written to the shard item.
+`triage` sorts a recipient the scan read; `ending` says how a batch that stopped ends. None of it
+does I/O: the batch (campaigns/sender.py) and its end (campaigns/batch_end.py) act on what these
+decide, and tests/test_progress.py checks the decisions without a store.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from enum import StrEnum
+
+from .models import Recipient, Shard
+from .sending import SETTLED, Kind
+from .states import RecipientStatus as R
+
+
+class Stop(StrEnum):
+    """Why a batch stopped sending."""
+
+    DONE = "done"  # no recipient of the shard is open any more
+    TIME = "time"  # the batch's time is up
+    WAIT = "wait"  # what is left waits longer than this batch can
+    HALTED = "halted"  # the campaign is no longer sending (paused, cancelled, fatal error)
+    LEASE_LOST = "lease_lost"  # somebody else holds the shard now
+
+
+class Ending(StrEnum):
+    """How a stopped batch leaves its shard."""
+
+    UNTOUCHED = "untouched"  # the lease is somebody else's: nothing of ours may be written
+    RELEASE_HALTED = "release_halted"  # let go with no time to look again; start anew if resumed meanwhile
+    FINISH = "finish"  # finished, if a fresh read finds nothing open (else RELEASE)
+    HAND_OFF = "hand_off"  # the lease to the next batch, which this one invokes
+    RELEASE = "release"  # let go, due again when its earliest wait is over
+
+
+def ending(stop: Stop, made_progress: bool) -> Ending:
+    if stop == Stop.LEASE_LOST:
+        return Ending.UNTOUCHED
+    if stop == Stop.HALTED:
+        return Ending.RELEASE_HALTED
+    if stop == Stop.DONE:
+        return Ending.FINISH
+    if stop == Stop.TIME and made_progress:
+        return Ending.HAND_OFF
+    # No progress this batch: no self-continuation loop; recovery looks at the shard again.
+    return Ending.RELEASE
+
+
+class Sorting(StrEnum):
+    """What a recipient the scan read asks of the batch."""
+
+    SKIP = "skip"  # nothing: settled, not this policy's to resend, or of an import that never finished
+    READY = "ready"  # pending: send it now
+    WAIT = "wait"  # pending, not before a later time (a retry's backoff)
+    ORPHAN = "orphan"  # claimed by a batch that is gone: settle what it left
+    REQUEUE = "requeue"  # in doubt under policy resend, its grace period over: send it again
+    PARK = "park"  # in doubt under policy resend, within its grace period: keep the shard open for it
+
+
+def in_doubt_grace_end(in_doubt_since: float, grace_seconds: float) -> float:
+    """When policy resend may send an in-doubt recipient again (a status webhook may prove it first)."""
+    return in_doubt_since + grace_seconds
+
+
+def in_doubt_grace_over_before(now: float, grace_seconds: float) -> float:
+    """The moment before which a recipient must have gone in doubt for its grace to be over `now`
+    (the condition of ledger.requeue_in_doubt's write)."""
+    return now - grace_seconds
+
+
+def triage(rec: Recipient, now: float, owner: str, committed_imports: set[str],
+           resend_grace: float | None) -> Sorting:
+    """`resend_grace` is the in-doubt grace period under policy resend, None under skip."""
+    if rec.import_id not in committed_imports:
+        return Sorting.SKIP  # part of an import that never finished: it does not exist
+    if rec.status == R.PENDING:
+        return Sorting.WAIT if rec.not_before and rec.not_before > now else Sorting.READY
+    if rec.status == R.SENDING and rec.claimed_by != owner:
+        return Sorting.ORPHAN
+    if rec.status == R.IN_DOUBT and resend_grace is not None:
+        grace_end = in_doubt_grace_end(rec.in_doubt_at or now, resend_grace)
+        return Sorting.REQUEUE if grace_end <= now else Sorting.PARK
+    return Sorting.SKIP
+
+
+class ShardProgress:
+    """The recipients a batch has read and not settled, and what it has not yet written."""
+
+    def __init__(self, cursor: int):
+        self.start_cursor = self.scanned_to = cursor  # every seq below scanned_to has been read
+        self.open_seqs: set[int] = set()
+        self.waiting: list[tuple[float, int, Recipient]] = []  # (retry_at, seq, rec): a heap
+        self.deltas: Counter = Counter()  # counter changes not yet written to the shard item
+        self.outcomes: Counter = Counter()  # the batch's results by kind, for its report
+        self.parked_until: float | None = None  # the earliest end of a parked in-doubt's grace
+
+    def scanned(self, rec: Recipient) -> None:
+        self.scanned_to = rec.seq + 1
+
+    def open(self, rec: Recipient) -> None:
+        """Read and not settled: the cursor stays at or below it."""
+        self.open_seqs.add(rec.seq)
+
+    def wait(self, rec: Recipient, until: float) -> None:
+        self.open(rec)
+        heapq.heappush(self.waiting, (until, rec.seq, rec))
+
+    def park(self, rec: Recipient, until: float) -> None:
+        self.open(rec)
+        self.parked_until = min(self.parked_until or until, until)
+
+    def due(self, now: float) -> Recipient | None:
+        """The waiting recipient whose time has come, if any."""
+        if self.waiting and self.waiting[0][0] <= now:
+            return heapq.heappop(self.waiting)[2]
+        return None
+
+    def earliest_wait(self) -> float | None:
+        return self.waiting[0][0] if self.waiting else None
+
+    def due_again(self, now: float) -> float:
+        """When recovery should look at the shard again: its earliest wait, else now."""
+        waits = [t for t in (self.parked_until, self.earliest_wait()) if t]
+        return min(waits, default=now)
+
+    def record(self, kind: Kind, rec: Recipient) -> None:
+        self.outcomes[kind] += 1
+        if kind in SETTLED:
+            self.deltas[kind] += 1
+            self.open_seqs.discard(rec.seq)
+
+    def requeued_in_doubt(self, rec: Recipient) -> None:
+        self.deltas[R.IN_DOUBT.value] -= 1
+        self.open(rec)
+
+    def settled_orphan(self, status: R) -> None:
+        self.deltas[status.value] += 1
+
+    def cursor(self) -> int:
+        """Where the next batch starts reading: the lowest open seq, else all that was read."""
+        return min(self.open_seqs, default=self.scanned_to)
+
+    def made_progress(self) -> bool:
+        return any(self.outcomes[k] for k in SETTLED) or self.cursor() > self.start_cursor
+
+    def shard_actions(self) -> list:
+        """The shard item's update for what is not yet written: the cursor and the counters."""
+        actions = [Shard.cursor.set(self.cursor())]
+        actions += [getattr(Shard, name).add(delta) for name, delta in self.deltas.items() if delta]
+        return actions
+
+    def written(self) -> None:
+        """The shard item took shard_actions' update (or a recount made the counters exact)."""
+        self.deltas.clear()
