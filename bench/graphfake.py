@@ -1,6 +1,6 @@
 """An independent Graph API fake for the benchmarks of the path users run (bench.userpath, bench/bullmq).
 
-Not the project's local/fakegraph.py: a small server of its own, so that what the product is measured
+Not the project's local/fakegraph/: a small server of its own, so that what the product is measured
 against is not something the product's authors tuned alongside it. It answers
 `POST /{version}/{phone_number_id}/messages` after a latency drawn uniformly from latency ± jitter
 (50 ms ± 20 % by default), accepts at most `--cap` sends per phone number in any sliding second
