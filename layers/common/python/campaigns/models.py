@@ -26,6 +26,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
+from pynamodb.constants import ALL_OLD
 from pynamodb.exceptions import UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -239,6 +240,20 @@ def write_if(item: Model, actions: list, condition=None, read_back: bool = False
         if conditional_failed(error):
             return False
         raise
+
+
+def write_if_returning_old(model: type[Model], hash_key: str, range_key: str, actions: list,
+                           condition) -> dict | None:
+    """One conditional UpdateItem; the item's attributes before it (DynamoDB JSON), or None if its
+    condition does not hold (any other error raises)."""
+    try:
+        answer = model._get_connection().update_item(hash_key, range_key=range_key, actions=actions,
+                                                     condition=condition, return_values=ALL_OLD)
+    except UpdateError as error:
+        if conditional_failed(error):
+            return None
+        raise
+    return answer.get("Attributes") or {}
 
 
 def update_without_read_back(item: Model, actions: list, condition=None) -> None:

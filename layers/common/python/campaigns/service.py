@@ -22,7 +22,7 @@ from .graph_errors import ErrorClass, classify
 from .lifecycle import start_shards, transition, wake
 from .models import DUE_CAMPAIGN, Campaign, Recipient, Shard, recipient_sk, shard_pk
 from .observability import logger
-from .states import CAMPAIGN_ACTIONS, IMPORTABLE, CampaignStatus
+from .states import CAMPAIGN_ACTIONS, IMPORTABLE, CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
 from .timestamps import now_iso
 from .views import committed_total, get_campaign
@@ -37,7 +37,7 @@ class CampaignSpec:
     phone_number_id: str
     template: dict
     rate: int = 80
-    in_doubt_policy: str = "skip"
+    in_doubt_policy: str = InDoubtPolicy.SKIP
     send_at: float | None = None
 
 

@@ -29,20 +29,17 @@ import time
 from collections import Counter
 from enum import StrEnum
 
-from pynamodb.constants import ALL_OLD
-from pynamodb.exceptions import UpdateError
-
 from .graph_errors import ErrorClass, classify
 from .ledger import LAST_SEQ
 from .models import (
     Recipient,
     Shard,
     Suppression,
-    conditional_failed,
     parse_callback_key,
     recipient_sk,
     shard_pk,
     write_if,
+    write_if_returning_old,
 )
 from .observability import Metric, count, logger, mask_phone
 from .states import RecipientStatus as R
@@ -135,18 +132,9 @@ def _timestamp(value: object) -> float:
 
 
 def _update(target: tuple[str, int, int], actions: list, condition) -> dict | None:
-    """One UpdateItem; the item's attributes before it (DynamoDB JSON), or None if the condition failed."""
+    """The recipient's attributes before the write, or None if the condition failed."""
     campaign_id, shard, seq = target
-    try:
-        answer = Recipient._get_connection().update_item(
-            shard_pk(campaign_id, shard), range_key=recipient_sk(seq), actions=actions, condition=condition,
-            return_values=ALL_OLD,
-        )
-    except UpdateError as error:
-        if conditional_failed(error):
-            return None
-        raise
-    return answer.get("Attributes") or {}
+    return write_if_returning_old(Recipient, shard_pk(campaign_id, shard), recipient_sk(seq), actions, condition)
 
 
 def _s(old: dict, name: str) -> str | None:
