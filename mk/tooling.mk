@@ -41,11 +41,14 @@ sam-validate: $(SAM_STAMP)
 sam-build: $(SAM_STAMP)
 	PATH="$$(dirname "$$(scripts/find-python)"):$$PATH" $(TOOLING_ENV) \
 		$(SAM_VENV)/bin/sam build --template template.yaml --cached --parallel
-	@# The domain package must land where Lambda imports it from (/opt/python/campaigns),
-	@# next to its dependencies.
-	test -f .aws-sam/build/DomainLayer/python/campaigns/__init__.py
+	@# The one layer: the domain package where Lambda imports it from (/opt/python/campaigns),
+	@# next to its dependencies, for arm64, with no stray copy under /opt/python/python.
+	test -f .aws-sam/build/CommonLayer/python/campaigns/__init__.py
 	test -d .aws-sam/build/CommonLayer/python/aws_lambda_powertools
 	test -d .aws-sam/build/CommonLayer/python/pynamodb
+	test ! -e .aws-sam/build/CommonLayer/python/python -a ! -e .aws-sam/build/CommonLayer/python/bin
+	test -z "$$(find .aws-sam/build/CommonLayer/python/campaigns -name __pycache__)"
+	ls .aws-sam/build/CommonLayer/python/pydantic_core/*.cpython-312-aarch64-linux-gnu.so
 
 # Checkov on the template translated to plain CloudFormation (so it sees the generated roles,
 # stage, permissions...). Every skip is a `Metadata: checkov: skip:` entry with its reason in

@@ -121,7 +121,7 @@ def test_functions_code_runtime_and_layers(sam, cfn):
     assert glob["Runtime"] == "python3.12"
     assert glob["Architectures"] == ["arm64"]
     assert glob["Tracing"] == "Active"
-    assert {"Ref": "CommonLayer"} in glob["Layers"] and {"Ref": "DomainLayer"} in glob["Layers"]
+    assert glob["Layers"] == [{"Ref": "CommonLayer"}]
     for fid, code_uri in FUNCTIONS.items():
         props = sam["Resources"][fid]["Properties"]
         assert sam["Resources"][fid]["Type"] == "AWS::Serverless::Function"
@@ -133,21 +133,31 @@ def test_functions_code_runtime_and_layers(sam, cfn):
     assert cfn["Resources"]["SenderFunction"]["Properties"]["Timeout"] == 900
 
 
-def test_layers_bundle_powertools_and_put_the_domain_package_on_the_import_path(sam):
+def test_one_layer_bundles_powertools_and_puts_the_domain_package_on_the_import_path(sam):
+    layers = [r for r, v in sam["Resources"].items() if v["Type"] == "AWS::Serverless::LayerVersion"]
+    assert layers == ["CommonLayer"]
+    for fid in FUNCTIONS:
+        assert "Layers" not in sam["Resources"][fid]["Properties"], f"{fid}: the Globals' layer"
     common = sam["Resources"]["CommonLayer"]
     assert common["Properties"]["ContentUri"] == "layers/common"
     assert common["Properties"]["CompatibleRuntimes"] == ["python3.12"]
     assert common["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert common["Metadata"]["BuildMethod"] == "python3.12"
-    requirements = (ROOT / "layers/common/requirements.txt").read_text()
+    # SAM's python3.12 builder would copy the whole ContentUri under python/ (the package in
+    # /opt/python/python/campaigns): layers/common/Makefile builds the layer instead.
+    assert common["Metadata"]["BuildMethod"] == "makefile"
+    assert common["Metadata"]["BuildArchitecture"] == "arm64"
+    content = ROOT / common["Properties"]["ContentUri"]
+    makefile = (content / "Makefile").read_text()
+    assert re.search(r"^build-CommonLayer:", makefile, re.M)
+    for flag in ("--platform manylinux2014_aarch64", "--python-version 3.12", "--only-binary=:all:"):
+        assert flag in makefile
+    assert '--target "$(ARTIFACTS_DIR)/python" -r requirements.txt' in makefile
+    assert 'cp -R python/campaigns "$(ARTIFACTS_DIR)/python/campaigns"' in makefile
+    assert (content / "python" / "campaigns" / "__init__.py").is_file()
+    requirements = (content / "requirements.txt").read_text()
     assert re.search(r"^aws-lambda-powertools(\[[a-z,]+\])?==", requirements, re.M), (
         "Powertools must be pinned"
     )
-    domain = sam["Resources"]["DomainLayer"]
-    # SAM's python builder copies ContentUri under python/ (-> /opt/python on Lambda), so the
-    # package's parent folder is the ContentUri.
-    assert (ROOT / domain["Properties"]["ContentUri"] / "campaigns" / "__init__.py").is_file()
-    assert domain["Metadata"]["BuildMethod"] == "python3.12"
     assert "PowertoolsLayerArn" not in sam["Parameters"]
 
 
