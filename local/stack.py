@@ -68,6 +68,12 @@ class StackConfig:
     max_in_flight: int = 0
     max_attempts: int = 5
     in_doubt_grace_seconds: float = 30.0
+    # Policy auto's proof of absence (campaigns/config.py): shorter than production's, as the local
+    # fake posts its statuses within a second, and so that a stack whose webhooks are off finishes a
+    # campaign within a minute of a crash.
+    proof_quiet_seconds: float = 3.0
+    proof_wait_seconds: float = 60.0
+    proof_recheck_seconds: float = 3.0
     backoff_base_seconds: float = 0.2
     backoff_cap_seconds: float = 5.0
     dynamodb_port: int = 0  # the local DynamoDB's; 0 picks a free port
@@ -203,6 +209,9 @@ class LocalStack:
                 "MAX_IN_FLIGHT": str(self.max_in_flight),
                 "MAX_ATTEMPTS": str(cfg.max_attempts),
                 "IN_DOUBT_GRACE_SECONDS": str(cfg.in_doubt_grace_seconds),
+                "PROOF_QUIET_SECONDS": str(cfg.proof_quiet_seconds),
+                "PROOF_WAIT_SECONDS": str(cfg.proof_wait_seconds),
+                "PROOF_RECHECK_SECONDS": str(cfg.proof_recheck_seconds),
                 "BACKOFF_BASE_SECONDS": str(cfg.backoff_base_seconds),
                 "BACKOFF_CAP_SECONDS": str(cfg.backoff_cap_seconds),
                 "POWERTOOLS_SERVICE_NAME": "campaigns-local",

@@ -237,3 +237,74 @@ def test_fatal_error_pauses_the_campaign_and_stops_sending(make_stack):
     wait_until(completed(campaign), 60, "the campaign to complete after resume")
     result = assert_invariants(campaign, stack.fake, kills=0)
     assert result["statuses"] == {"sent": 200}
+
+
+# -- policy auto: in-doubt sends resolved from the status webhooks -----------------------------------
+
+def webhooks_flowing(make_stack, **overrides):
+    """A stack whose fake posts signed status webhooks (sent, delivered, read) to its /webhook."""
+    stack = make_stack(api_port=0, fake_webhook_failed_ratio=0.0, **overrides)
+    stack.start_gateway(dashboard=False)
+    return stack
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_policy_auto_sends_every_recipient_exactly_once_through_kills_once_webhooks_caught_up(make_stack, seed):
+    """Ten SIGKILLs of live batches: what was on the wire is proven sent by its own status, what
+    never left is proven absent by later sends' statuses and sent once. Completion waits for both."""
+    rng = random.Random(seed)
+    stack = webhooks_flowing(make_stack, fake_latency_ms=30, max_in_flight=MAX_IN_FLIGHT, batch_seconds=60,
+                             random_seed=seed)
+    campaign = new_campaign(400, rate=160, in_doubt_policy="auto")
+    service.send(campaign.id, settings())
+    points = [p for p in (kill_a_sender(stack, rng, completed(campaign)) for _ in range(12)) if p]
+    wait_until(completed(campaign), 180, "the campaign to complete after the kills")
+    kills = len(killed_in_history(stack, [p["pid"] for p in points]))
+    assert kills == len(points) >= 10, (kills, points)
+    result = audit(campaign, stack.fake)
+    received = Counter(s["callback"] for s in stack.fake.sends())
+    assert result["lost"] == 0 and result["in_doubt"] == 0, result
+    assert result["duplicates"] == {} and stack.fake.stats()["duplicates"] == 0, result
+    assert sorted(received) == sorted(r.callback_key for r in recipients(campaign))  # each exactly once
+    answer = status(campaign)
+    print(f"seed {seed}: {kills} kills, in doubt resolved {answer['in_doubt_resolution']}")
+    assert answer["counts"]["in_doubt"] == 0 and answer["in_doubt_resolution"]["duplicates"] == 0
+    assert answer["in_doubt_resolution"]["waiting_for_proof"] == 0
+
+
+def test_policy_auto_resends_nothing_while_webhooks_are_silent(make_stack):
+    """No webhook ever arrives: absence is never proven, so nothing is sent again; the shard waits
+    for a proof at most PROOF_WAIT_SECONDS and the campaign completes with them in doubt."""
+    stack = make_stack(fake_latency_ms=10, max_in_flight=MAX_IN_FLIGHT, proof_wait_seconds=8.0)
+    campaign = new_campaign(60, in_doubt_policy="auto")
+    service.send(campaign.id, settings())
+    wait_until(lambda: stack.fake.stats()["accepted"] >= 10, 30, "some sends")
+    kill_while_a_response_is_held(stack)
+    stack.fake.configure(latency_ms=10)
+    wait_until(completed(campaign), 90, "the campaign to complete once the wait for proof is over")
+    result = assert_invariants(campaign, stack.fake, kills=1)
+    assert result["in_doubt"] >= 1 and result["duplicates"] == {}, result
+    doubted = [r for r in recipients(campaign) if r.status == "in_doubt"]
+    assert all(r.absent_proven_at is None for r in doubted)
+    assert status(campaign)["in_doubt_resolution"]["resent_after_absence"] == 0
+
+
+def test_a_late_status_for_a_send_resent_after_absence_is_counted_as_a_duplicate(make_stack):
+    """The residual risk: a recipient proven absent and sent again, whose first send's status then
+    arrives after all (a webhook Meta retried late). It is detected, counted and shown."""
+    stack = webhooks_flowing(make_stack, fake_latency_ms=10, max_in_flight=MAX_IN_FLIGHT)
+    campaign = new_campaign(200, rate=40, in_doubt_policy="auto")
+    # The first sends' statuses are held back: the fake records them but posts nothing for a while,
+    # as if Meta's deliveries of them had failed and were to be retried later.
+    stack.fake.configure(webhook_delay_ms=60_000)
+    service.send(campaign.id, settings())
+    wait_until(lambda: stack.fake.stats()["accepted"] >= 10, 30, "some sends")
+    kill_while_a_response_is_held(stack)  # its held sends reached the fake; their statuses are late
+    stack.fake.configure(latency_ms=10, webhook_delay_ms=10)
+    wait_until(completed(campaign), 120, "the campaign to complete")
+    resolution = wait_until(lambda: (r := status(campaign)["in_doubt_resolution"])["duplicates"] and r, 90,
+                            "the held statuses to arrive and show the duplicates")
+    twice = [r for r in recipients(campaign) if r.duplicate_at is not None]
+    received = Counter(s["callback"] for s in stack.fake.sends())
+    assert resolution["duplicates"] == len(twice) >= 1
+    assert all(received[r.callback_key] == 2 and r.absent_proven_at is not None for r in twice)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from campaigns import ledger, statuses
-from campaigns.models import Recipient, recipient_sk, shard_pk
+from campaigns import ledger, proof, statuses
+from campaigns.models import Recipient, Shard, recipient_sk, shard_pk
 
 
 def claimed(owner: str = "batch-a") -> Recipient:
@@ -58,3 +58,62 @@ def test_a_claim_or_checkpoint_retried_after_its_first_attempt_landed_still_wins
     assert not ledger.claim(rec, "batch-a", time.time()), "a sent recipient is never claimed again"
     rec.refresh()
     assert (rec.status, rec.wamid) == ("sent", "wamid.X")
+
+
+# -- in doubt under policy auto: the number's proof, proof of absence, a late status ------------------
+
+def in_doubt_since_claim(seq: int, owner: str = "batch-a") -> Recipient:
+    rec = Recipient(shard_pk("c1", 0), recipient_sk(seq), phone="919876543210", import_id="i")
+    rec.save()
+    assert ledger.claim(rec, owner, time.time())
+    assert ledger.mark_in_doubt(rec, owner, time.time())
+    rec.refresh()
+    return rec
+
+
+def test_a_status_raises_its_numbers_proof_to_the_claim_it_reports_on_never_lowers_it(table):
+    proof.forget()
+    late = claimed()  # seq 7, claimed now
+    late.refresh()
+    assert proof.latest_proven_claim("1234") == 0.0  # no webhook yet: nothing proven
+    statuses.apply(status_webhook("sent"), "1234")
+    assert proof.latest_proven_claim("1234") == late.claimed_at
+    proof.forget()  # another webhook process, which has not raised it: an older claim must not lower it
+    proof.record_proven_claim("1234", late.claimed_at - 100, time.time())
+    assert proof.latest_proven_claim("1234") == late.claimed_at
+    assert proof.latest_proven_claim("5678") == 0.0  # per number
+
+
+def test_absence_is_requeued_once_and_only_for_the_claim_that_left_it_in_doubt(table):
+    rec = in_doubt_since_claim(8)
+    stale = Recipient.get(rec.PK, rec.SK)
+    assert ledger.requeue_absent(rec, time.time())
+    assert not ledger.requeue_absent(stale, time.time()), "a second batch with the same read requeues nothing"
+    rec.refresh()
+    assert rec.status == "pending" and rec.absent_proven_at is not None and rec.claimed_by is None
+
+
+def test_absence_is_not_requeued_once_a_webhook_recorded_the_send(table):
+    rec = in_doubt_since_claim(9)
+    statuses.apply({**status_webhook("sent"), "biz_opaque_callback_data": "c1:0:9", "id": "wamid.FIRST"}, "1234")
+    assert not ledger.requeue_absent(rec, time.time())
+    rec.refresh()
+    assert rec.status == "sent" and rec.proven_at is not None
+
+
+def test_a_late_status_of_a_send_resent_after_absence_is_counted_once_as_a_duplicate(table):
+    Shard(*Shard.key("c1", 0), campaign_id="c1", shard=0).save()
+    rec = in_doubt_since_claim(10)
+    assert ledger.requeue_absent(rec, time.time())
+    rec.refresh()
+    assert ledger.claim(rec, "batch-b", time.time())
+    assert ledger.mark_sent(rec, "batch-b", "wamid.RESEND", time.time())
+    resend_status = {**status_webhook("delivered"), "biz_opaque_callback_data": "c1:0:10", "id": "wamid.RESEND"}
+    statuses.apply(resend_status, "1234")
+    assert Shard.get(*Shard.key("c1", 0)).duplicates == 0  # the resend's own status: nothing twice
+    first_status = {**status_webhook("sent"), "biz_opaque_callback_data": "c1:0:10", "id": "wamid.FIRST"}
+    statuses.apply(first_status, "1234")  # the first send's status, late: it had reached Meta
+    statuses.apply({**first_status, "status": "delivered"}, "1234")  # and its next one
+    rec.refresh()
+    assert rec.duplicate_at is not None
+    assert Shard.get(*Shard.key("c1", 0)).duplicates == 1

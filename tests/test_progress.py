@@ -8,14 +8,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from campaigns.models import Recipient, recipient_sk, shard_pk
-from campaigns.progress import Ending, ShardProgress, Sorting, Stop, ending, in_doubt_grace_end, triage
+from campaigns.progress import (
+    Ending,
+    InDoubtRule,
+    ShardProgress,
+    Sorting,
+    Stop,
+    ending,
+    in_doubt_grace_end,
+    triage,
+)
 from campaigns.sending import SETTLED, Kind
+from campaigns.states import InDoubtPolicy
 from campaigns.states import RecipientStatus as R
 
 NOW = 1_800_000_000.0
 OWNER = "batch-a"
 IMPORTS = {"import-1"}
 GRACE = 300.0
+QUIET, WAIT, RECHECK = 30.0, 600.0, 10.0
+SKIP = InDoubtRule(InDoubtPolicy.SKIP)
+RESEND = InDoubtRule(InDoubtPolicy.RESEND, grace_seconds=GRACE)
+
+
+def auto(latest_proven_claim: float) -> InDoubtRule:
+    return InDoubtRule(InDoubtPolicy.AUTO, GRACE, QUIET, WAIT, RECHECK, latest_proven_claim)
 
 
 def recipient(seq: int = 1, status: R = R.PENDING, **fields) -> Recipient:
@@ -26,22 +43,39 @@ def recipient(seq: int = 1, status: R = R.PENDING, **fields) -> Recipient:
 
 # -- triage -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("rec", "resend_grace", "expected"), [
-    (recipient(), None, Sorting.READY),
-    (recipient(not_before=NOW - 1), None, Sorting.READY),
-    (recipient(not_before=NOW + 5), None, Sorting.WAIT),
-    (recipient(import_id="import-2"), None, Sorting.SKIP),  # an import that never committed
-    (recipient(status=R.SENDING, claimed_by="batch-dead"), None, Sorting.ORPHAN),
-    (recipient(status=R.SENDING, claimed_by=OWNER), None, Sorting.SKIP),
-    (recipient(status=R.SENT), GRACE, Sorting.SKIP),
-    (recipient(status=R.FAILED), GRACE, Sorting.SKIP),
-    (recipient(status=R.IN_DOUBT, in_doubt_at=NOW - 10), None, Sorting.SKIP),  # policy skip: never resent
-    (recipient(status=R.IN_DOUBT, in_doubt_at=NOW - 10), GRACE, Sorting.PARK),
-    (recipient(status=R.IN_DOUBT, in_doubt_at=NOW - GRACE), GRACE, Sorting.REQUEUE),
-    (recipient(status=R.IN_DOUBT, in_doubt_at=NOW - GRACE + 0.001), GRACE, Sorting.PARK),
+def in_doubt(claimed_ago: float, in_doubt_ago: float) -> Recipient:
+    return recipient(status=R.IN_DOUBT, claimed_at=NOW - claimed_ago, in_doubt_at=NOW - in_doubt_ago)
+
+
+@pytest.mark.parametrize(("rec", "rule", "expected"), [
+    (recipient(), SKIP, Sorting.READY),
+    (recipient(not_before=NOW - 1), SKIP, Sorting.READY),
+    (recipient(not_before=NOW + 5), SKIP, Sorting.WAIT),
+    (recipient(import_id="import-2"), SKIP, Sorting.SKIP),  # an import that never committed
+    (recipient(status=R.SENDING, claimed_by="batch-dead"), SKIP, Sorting.ORPHAN),
+    (recipient(status=R.SENDING, claimed_by=OWNER), SKIP, Sorting.SKIP),
+    (recipient(status=R.SENT), RESEND, Sorting.SKIP),
+    (recipient(status=R.FAILED), auto(NOW), Sorting.SKIP),
+    (in_doubt(10, 10), SKIP, Sorting.SKIP),  # policy skip: never resent
+    (in_doubt(10, 10), RESEND, Sorting.PARK),
+    (in_doubt(GRACE, GRACE), RESEND, Sorting.REQUEUE),
+    (in_doubt(GRACE, GRACE - 0.001), RESEND, Sorting.PARK),
+    # auto: a send claimed after it was reported on, and QUIET passed with no status of its own
+    (in_doubt(40, QUIET), auto(NOW - 40 + 0.001), Sorting.REQUEUE),
+    (in_doubt(40, QUIET), auto(NOW - 40), Sorting.PARK),  # nothing claimed after it reported on yet
+    (in_doubt(40, QUIET - 0.001), auto(NOW), Sorting.PARK),  # its own status may still come
+    (in_doubt(WAIT + 60, WAIT), auto(0.0), Sorting.SKIP),  # webhooks silent all along: never resent
+    (in_doubt(WAIT + 60, WAIT - 1), auto(0.0), Sorting.PARK),
 ], ids=lambda v: v if isinstance(v, (str, float)) else None)
-def test_triage_sorts_what_the_scan_reads(rec, resend_grace, expected):
-    assert triage(rec, NOW, OWNER, IMPORTS, resend_grace) == expected
+def test_triage_sorts_what_the_scan_reads(rec, rule, expected):
+    assert triage(rec, NOW, OWNER, IMPORTS, rule) == expected
+
+
+def test_a_parked_in_doubt_recipient_is_looked_at_again_by_its_policy():
+    assert RESEND.park_until(since=NOW, now=NOW) == NOW + GRACE
+    assert auto(0.0).park_until(since=NOW, now=NOW) == NOW + RECHECK
+    assert auto(0.0).park_until(since=NOW - WAIT + 1, now=NOW) == NOW + 1  # never past its wait
+    assert SKIP.park_until(since=NOW, now=NOW) is None
 
 
 def test_an_in_doubt_recipient_is_resendable_exactly_at_the_end_of_its_grace():
@@ -106,8 +140,8 @@ def test_a_requeued_in_doubt_recipient_leaves_the_in_doubt_count_and_stays_open(
     progress = ShardProgress(cursor=0)
     rec = recipient(3, R.IN_DOUBT)
     progress.scanned(rec)
-    progress.requeued_in_doubt(rec)
-    assert progress.deltas["in_doubt"] == -1 and progress.cursor() == 3
+    progress.requeued_in_doubt(rec, absent=True)
+    assert progress.deltas == {"in_doubt": -1, "resent_after_absence": 1} and progress.cursor() == 3
 
 
 def test_waiting_recipients_come_back_in_time_order_once_due():

@@ -5,7 +5,7 @@ campaign's template, duplicates, suppression) live in `imports` and `service`.""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -68,7 +68,7 @@ class CreateCampaign(_Strict):
         "name": "Diwali offer", "phone_number_id": "1234567890",
         "template": {"name": "diwali_offer", "language": "en_US", "components": [
             {"type": "body", "parameters": [{"type": "text", "text": "{{1}}"}, {"type": "text", "text": "{{2}}"}]}]},
-        "rate": 80, "in_doubt_policy": "skip",
+        "rate": 80, "in_doubt_policy": "auto",
         "recipients": [{"phone": "+919876543210", "variables": ["Asha", "20%"]}]}})
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -76,8 +76,9 @@ class CreateCampaign(_Strict):
     template: Template
     rate: Annotated[int, Field(ge=1, le=1000, description="messages per second for this campaign")] = 80
     in_doubt_policy: InDoubtPolicy = Field(
-        InDoubtPolicy.SKIP, description="a send that may or may not have happened and is not proven within the grace "
-        "period: skip (at most once, default) or resend (at least once)")
+        InDoubtPolicy.AUTO, description="a send that may or may not have happened (its batch died with it on the "
+        "wire): auto (default: sent again only once status webhooks prove it never reached Meta), skip (at most "
+        "once: never sent again) or resend (at least once: sent again after the grace period without proof)")
     send_at: datetime | None = Field(
         None, description="start time: ISO 8601 with a time zone, or epoch seconds; must be in the future "
         "(the campaign is then `scheduled`)")
@@ -112,6 +113,17 @@ class Counts(BaseModel):
     skipped: int
 
 
+class InDoubtResolution(BaseModel):
+    """What became of the sends whose batch died with them possibly on the wire (policy auto by default)."""
+
+    waiting_for_proof: int = Field(description="in doubt now, their policy still waiting for a proof either way "
+                                   "(auto) or for the grace period (resend); 0 under skip")
+    proven_sent: int = Field(description="were in doubt until a status webhook proved them sent")
+    resent_after_absence: int = Field(description="sent again after the webhooks proved they never reached Meta")
+    duplicates: int = Field(description="sent again, then a late status showed the first send had reached Meta: "
+                            "the recipient got it twice (the residual risk of policy auto)")
+
+
 class CampaignOut(BaseModel):
     id: str
     name: str
@@ -123,11 +135,12 @@ class CampaignOut(BaseModel):
     shards: int
     total: int
     counts: Counts
+    in_doubt_resolution: InDoubtResolution
     progress: float = Field(description="finished share of the recipients, 0..1")
     current_rate: float = Field(description="achieved rate: messages per second the provider accepted over "
                                 "the last 5 s, summed over the shards being sent (0 when none is)")
     pace: float = Field(description="messages per second the senders' rate limiters allow now, over the "
-                        "shards being sent (1 % under the campaign's rate, less what 130429 refusals took off): "
+                        "shards being sent (the campaign's rate / 1.02, less what 130429 refusals took off): "
                         "a ceiling, not what is sent")
     eta_seconds: int | None = Field(description="pending recipients / current_rate, in seconds; null while "
                                     "nothing is being sent")
@@ -201,6 +214,12 @@ class RecipientOut(BaseModel):
     read_at: Moment
     failed_at: Moment
     in_doubt_at: Moment
+    proven_at: Moment = Field(description="when a status webhook proved this in-doubt send happened")
+    absent_proven_at: Moment = Field(description="when the webhooks proved this in-doubt send never reached "
+                                     "Meta, and it went back to be sent again (policy auto)")
+    duplicate_at: Moment = Field(description="when a late status showed that the first send had reached Meta too")
+    in_doubt: Literal["waiting_for_proof", "proven_sent", "resent_after_absence", "sent_twice"] | None = Field(
+        description="what became of this send once in doubt; null if it never was")
 
 
 class RecipientPage(BaseModel):

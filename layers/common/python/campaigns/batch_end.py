@@ -14,7 +14,7 @@ from . import lease as leases
 from .config import Settings
 from .models import Campaign, Shard, write_if
 from .progress import Ending, ShardProgress, Stop, ending
-from .states import SETTLED_COUNTERS, CampaignStatus
+from .states import IN_DOUBT_COUNTERS, SETTLED_COUNTERS, CampaignStatus
 from .states import RecipientStatus as R
 
 RECOUNT_ATTEMPTS = 5  # a webhook moving a recipient between the count and its write: count again
@@ -85,11 +85,12 @@ class BatchEnd:
         campaign_id, shard = self.lease.campaign_id, self.lease.shard
         for _ in range(RECOUNT_ATTEMPTS):
             webhook_moves = int(Shard.get(*Shard.key(campaign_id, shard), consistent_read=True).webhook_moves)
-            counts = ledger.recount(campaign_id, shard, self.committed_imports)
+            by_status, resolved = ledger.recount(campaign_id, shard, self.committed_imports)
             exact = write_if(
                 Shard(*Shard.key(campaign_id, shard)),
-                [getattr(Shard, name).set(counts.get(name, 0)) for name in SETTLED_COUNTERS]
-                + [Shard.total.set(sum(counts.values()))],
+                [getattr(Shard, name).set(by_status.get(name, 0)) for name in SETTLED_COUNTERS]
+                + [getattr(Shard, name).set(resolved.get(name, 0)) for name in IN_DOUBT_COUNTERS]
+                + [Shard.total.set(sum(by_status.values()))],
                 (Shard.lease_owner == self.lease.owner) & (Shard.webhook_moves == webhook_moves),
             )
             if exact:

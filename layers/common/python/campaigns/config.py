@@ -34,8 +34,16 @@ class Settings:
     max_attempts: int = 5
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
-    # How long a webhook may take to prove that an in-doubt send happened.
+    # How long a webhook may take to prove that an in-doubt send happened (policy resend).
     in_doubt_grace_seconds: float = 900.0
+    # Policy auto (campaigns/proof.py): absence is proven once webhooks reported on a send claimed
+    # after an in-doubt one, and this long has passed since it went in doubt with no status for it
+    # (Meta posts `sent` within seconds). Its shard waits for a proof either way at most
+    # PROOF_WAIT_SECONDS, looking again every PROOF_RECHECK_SECONDS; then it stays in doubt
+    # (webhooks silent: nothing is resent).
+    proof_quiet_seconds: float = 30.0
+    proof_wait_seconds: float = 600.0
+    proof_recheck_seconds: float = 10.0
     # Each shard carries at most this many messages/s, so a 1000 mps campaign gets 13 shards.
     shard_rate: int = 80
     # A request body larger than this is refused (413) before it is parsed. Lambda takes at most

@@ -13,18 +13,17 @@ from . import lease as leases
 from . import ledger
 from .models import Recipient
 from .observability import Metric, count, logger
-from .progress import ShardProgress, Sorting, in_doubt_grace_end, in_doubt_grace_over_before, triage
+from .progress import InDoubtRule, ShardProgress, Sorting, in_doubt_grace_over_before, triage
 from .readahead import ReadAhead
+from .states import InDoubtPolicy
 from .states import RecipientStatus as R
 
 
 class ShardFeed:
-    """`resend_grace` is the in-doubt grace period under policy resend, None under skip."""
-
     def __init__(self, lease: leases.Lease, progress: ShardProgress, committed_imports: set[str],
-                 resend_grace: float | None, where: dict):
+                 in_doubt: InDoubtRule, where: dict):
         self.lease, self.progress, self.committed_imports = lease, progress, committed_imports
-        self.resend_grace, self.where = resend_grace, where
+        self.in_doubt, self.where = in_doubt, where
         # The next page is read while this one is sent: reading it on the send loop would pause every send.
         self._reader = ReadAhead(ledger.scan(lease.campaign_id, lease.shard, progress.scanned_to),
                                  buffer=ledger.SCAN_PAGE)
@@ -46,10 +45,11 @@ class ShardFeed:
         return None
 
     def park_in_doubt(self, rec: Recipient, since: float) -> None:
-        """Policy resend: a recipient in doubt since `since` stays open until its grace period is over
-        (a status webhook may prove it meanwhile); then this batch, or a later one, sends it again."""
-        if self.resend_grace is not None:
-            self.progress.park(rec, until=in_doubt_grace_end(since, self.resend_grace))
+        """A recipient in doubt since `since` keeps the shard open while its policy waits (resend: its
+        grace period; auto: a proof either way); a later batch of the shard looks at it again."""
+        until = self.in_doubt.park_until(since, time.time())
+        if until is not None:
+            self.progress.park(rec, until=until)
 
     def close(self) -> None:
         self._reader.close()
@@ -57,7 +57,7 @@ class ShardFeed:
     def _ready(self, rec: Recipient) -> bool:
         """Act on a scanned recipient's triage; True if it is to be sent now."""
         now = time.time()
-        sorting = triage(rec, now, self.lease.owner, self.committed_imports, self.resend_grace)
+        sorting = triage(rec, now, self.lease.owner, self.committed_imports, self.in_doubt)
         if sorting == Sorting.READY:
             self.progress.open(rec)
             return True
@@ -66,13 +66,25 @@ class ShardFeed:
         elif sorting == Sorting.ORPHAN:
             self._settle_orphan(rec, now)
         elif sorting == Sorting.REQUEUE:
-            if ledger.requeue_in_doubt(rec, in_doubt_grace_over_before(now, self.resend_grace)):
-                self.progress.requeued_in_doubt(rec)
-                rec.status = R.PENDING.value
-                return True
+            return self._requeue(rec, now)
         elif sorting == Sorting.PARK:
             self.park_in_doubt(rec, since=rec.in_doubt_at or now)
         return False
+
+    def _requeue(self, rec: Recipient, now: float) -> bool:
+        absent = self.in_doubt.policy == InDoubtPolicy.AUTO
+        if absent:
+            requeued = ledger.requeue_absent(rec, now)
+        else:
+            requeued = ledger.requeue_in_doubt(rec, in_doubt_grace_over_before(now, self.in_doubt.grace_seconds))
+        if not requeued:
+            return False  # a webhook proved it meanwhile, or another batch took it
+        self.progress.requeued_in_doubt(rec, absent)
+        rec.status = R.PENDING.value
+        if absent:
+            count(Metric.RESENT_AFTER_ABSENCE)
+            logger.info("in-doubt send proven absent: sent again", extra={**self.where, "seq": rec.seq})
+        return True
 
     def _settle_orphan(self, rec: Recipient, now: float) -> None:
         settled = ledger.settle_orphan(rec, now)

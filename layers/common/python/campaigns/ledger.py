@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from .models import Recipient, recipient_sk, shard_pk, write_if
+from .states import IN_DOUBT_COUNTERS
 from .states import RecipientStatus as R
 
 LAST_SEQ = 10**9 - 1
@@ -124,6 +125,18 @@ def requeue_in_doubt(rec: Recipient, grace_ended_before: float) -> bool:
     )
 
 
+def requeue_absent(rec: Recipient, now: float) -> bool:
+    """Policy `auto`: a send proven never to have reached Meta (campaigns.proof) goes out again.
+    Conditioned on the very claim that left it in doubt, and on no webhook having recorded it."""
+    return write_if(
+        rec,
+        [Recipient.status.set(R.PENDING.value), Recipient.claimed_by.remove(), Recipient.not_before.remove(),
+         Recipient.absent_proven_at.set(now)],
+        (Recipient.status == R.IN_DOUBT.value) & (Recipient.claimed_at == rec.claimed_at)
+        & Recipient.wamid.does_not_exist(),
+    )
+
+
 def scan(campaign_id: str, shard: int, from_seq: int = 0, page_size: int = SCAN_PAGE) -> Iterator[Recipient]:
     """The shard's recipients in seq order from `from_seq`, read consistently."""
     return Recipient.query(
@@ -134,19 +147,22 @@ def scan(campaign_id: str, shard: int, from_seq: int = 0, page_size: int = SCAN_
     )
 
 
-def recount(campaign_id: str, shard: int, committed_imports: set[str]) -> Counter:
-    """Exact counts by status over the whole shard (a takeover or a finish; never per message)."""
-    counts: Counter = Counter()
+def recount(campaign_id: str, shard: int, committed_imports: set[str]) -> tuple[Counter, Counter]:
+    """Exact counts over the whole shard (a takeover or a finish; never per message): by status,
+    and by how in-doubt sends were resolved (states.IN_DOUBT_COUNTERS, from the recipients' flags)."""
+    by_status: Counter = Counter()
+    resolved: Counter = Counter()
     for rec in Recipient.query(
         shard_pk(campaign_id, shard),
         Recipient.SK.startswith("R#"),
         consistent_read=True,
-        attributes_to_get=["status", "import_id"],
+        attributes_to_get=["status", "import_id", *IN_DOUBT_COUNTERS.values()],
         page_size=1000,
     ):
         if rec.import_id in committed_imports:
-            counts[rec.status] += 1
-    return counts
+            by_status[rec.status] += 1
+            resolved.update(name for name, flag in IN_DOUBT_COUNTERS.items() if getattr(rec, flag) is not None)
+    return by_status, resolved
 
 
 def retry_failed(rec: Recipient) -> bool:

@@ -101,7 +101,7 @@ class Campaign(Model):
     status = UnicodeAttribute(default=CampaignStatus.DRAFT.value)
     rate = NumberAttribute(default=80)
     shard_count = NumberAttribute(default=1)
-    in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.SKIP.value)
+    in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.AUTO.value)
     paused_reason = UnicodeAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     send_at = NumberAttribute(null=True)
@@ -157,6 +157,12 @@ class Shard(Model):
     in_doubt = NumberAttribute(default=0)
     delivered = NumberAttribute(default=0)
     read = NumberAttribute(default=0)
+    # How in-doubt sends were resolved (states.IN_DOUBT_COUNTERS): proven sent by a webhook, sent
+    # again after proof of absence (policy auto), and sends that happened twice after all (a late
+    # status for a recipient already sent again). Counted from the recipients' flags by a recount.
+    in_doubt_proven = NumberAttribute(default=0)
+    resent_after_absence = NumberAttribute(default=0)
+    duplicates = NumberAttribute(default=0)
     # Bumped by every webhook that moves a recipient's status: a recount that raced one retries.
     webhook_moves = NumberAttribute(default=0)
     # Set by the batch that takes the lease, removed when it lets go cleanly (its counters
@@ -204,6 +210,11 @@ class Recipient(Model):
     delivered_at = NumberAttribute(null=True)
     read_at = NumberAttribute(null=True)
     failed_at = NumberAttribute(null=True)
+    # The in-doubt resolution (see campaigns.proof): when a webhook proved it sent, when proof of
+    # absence sent it again, and when a late status showed both sends had happened.
+    proven_at = NumberAttribute(null=True)
+    absent_proven_at = NumberAttribute(null=True)
+    duplicate_at = NumberAttribute(null=True)
 
     @property
     def seq(self) -> int:
@@ -273,6 +284,23 @@ def parse_callback_key(key: str) -> tuple[str, int, int] | None:
         return campaign_id, int(shard), int(seq)
     except (ValueError, AttributeError):
         return None
+
+
+class NumberProof(Model):
+    """What the status webhooks have proven for one phone number: the latest claim time of a send
+    of that number that Meta reported on (campaigns.proof). Raised, never lowered."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="PROOF")
+    proven_claimed_at = NumberAttribute(default=0)
+    updated_at = NumberAttribute(null=True)
+
+    @classmethod
+    def key(cls, phone_number_id: str) -> tuple[str, str]:
+        return f"NUMBER#{phone_number_id}", "PROOF"
 
 
 class Suppression(Model):

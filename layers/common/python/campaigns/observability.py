@@ -23,6 +23,8 @@ class Metric:
     MESSAGES_RETRIED = "MessagesRetried"
     MESSAGES_IN_DOUBT = "MessagesInDoubt"
     IN_DOUBT_RESOLVED = "InDoubtResolved"
+    RESENT_AFTER_ABSENCE = "ResentAfterProofOfAbsence"
+    DUPLICATE_SENDS = "DuplicateSends"  # a late status showed an in-doubt recipient resent was sent twice
     SEND_LATENCY = "SendLatency"
     BATCHES_STARTED = "BatchesStarted"
     BATCHES_FINISHED = "BatchesFinished"

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from dataclasses import dataclass
 from enum import StrEnum
 
 from .models import Recipient, Shard
+from .proof import absence_proven
 from .sending import SETTLED, Kind
+from .states import InDoubtPolicy
 from .states import RecipientStatus as R
 
 
@@ -58,8 +61,8 @@ class Sorting(StrEnum):
     READY = "ready"  # pending: send it now
     WAIT = "wait"  # pending, not before a later time (a retry's backoff)
     ORPHAN = "orphan"  # claimed by a batch that is gone: settle what it left
-    REQUEUE = "requeue"  # in doubt under policy resend, its grace period over: send it again
-    PARK = "park"  # in doubt under policy resend, within its grace period: keep the shard open for it
+    REQUEUE = "requeue"  # in doubt, and its policy's condition to send it again holds
+    PARK = "park"  # in doubt, its policy still waiting (a grace period, a proof): keep the shard open for it
 
 
 def in_doubt_grace_end(in_doubt_since: float, grace_seconds: float) -> float:
@@ -73,18 +76,52 @@ def in_doubt_grace_over_before(now: float, grace_seconds: float) -> float:
     return now - grace_seconds
 
 
-def triage(rec: Recipient, now: float, owner: str, committed_imports: set[str],
-           resend_grace: float | None) -> Sorting:
-    """`resend_grace` is the in-doubt grace period under policy resend, None under skip."""
+@dataclass(frozen=True)
+class InDoubtRule:
+    """What a batch does with the in-doubt recipients it reads, under its campaign's policy.
+
+    skip: nothing (at most once). resend: send again once the grace period is over. auto: send
+    again once absence is proven (campaigns/proof.py) from the number's watermark as the batch
+    read it; wait for that at most `proof_wait_seconds`, looking again every `recheck_seconds`.
+    """
+
+    policy: InDoubtPolicy
+    grace_seconds: float = 0.0
+    proof_quiet_seconds: float = 0.0
+    proof_wait_seconds: float = 0.0
+    recheck_seconds: float = 0.0
+    latest_proven_claim: float = 0.0
+
+    def sort(self, rec: Recipient, now: float) -> Sorting:
+        since = rec.in_doubt_at or now
+        if self.policy == InDoubtPolicy.RESEND:
+            return Sorting.REQUEUE if in_doubt_grace_end(since, self.grace_seconds) <= now else Sorting.PARK
+        if self.policy == InDoubtPolicy.AUTO:
+            if absence_proven(rec.claimed_at or since, since, self.latest_proven_claim, now, self.proof_quiet_seconds):
+                return Sorting.REQUEUE
+            # No proof either way within the wait (webhooks silent): it stays in doubt, nothing resent.
+            return Sorting.PARK if now < since + self.proof_wait_seconds else Sorting.SKIP
+        return Sorting.SKIP
+
+    def park_until(self, since: float, now: float) -> float | None:
+        """When the shard should be looked at again for a recipient in doubt since `since`; None
+        if this policy does not wait for it."""
+        if self.policy == InDoubtPolicy.RESEND:
+            return in_doubt_grace_end(since, self.grace_seconds)
+        if self.policy == InDoubtPolicy.AUTO:
+            return min(now + self.recheck_seconds, since + self.proof_wait_seconds)
+        return None
+
+
+def triage(rec: Recipient, now: float, owner: str, committed_imports: set[str], in_doubt: InDoubtRule) -> Sorting:
     if rec.import_id not in committed_imports:
         return Sorting.SKIP  # part of an import that never finished: it does not exist
     if rec.status == R.PENDING:
         return Sorting.WAIT if rec.not_before and rec.not_before > now else Sorting.READY
     if rec.status == R.SENDING and rec.claimed_by != owner:
         return Sorting.ORPHAN
-    if rec.status == R.IN_DOUBT and resend_grace is not None:
-        grace_end = in_doubt_grace_end(rec.in_doubt_at or now, resend_grace)
-        return Sorting.REQUEUE if grace_end <= now else Sorting.PARK
+    if rec.status == R.IN_DOUBT:
+        return in_doubt.sort(rec, now)
     return Sorting.SKIP
 
 
@@ -134,8 +171,11 @@ class ShardProgress:
             self.deltas[kind] += 1
             self.open_seqs.discard(rec.seq)
 
-    def requeued_in_doubt(self, rec: Recipient) -> None:
+    def requeued_in_doubt(self, rec: Recipient, absent: bool) -> None:
+        """Sent again: after its grace period, or (`absent`) after proof that it never arrived."""
         self.deltas[R.IN_DOUBT.value] -= 1
+        if absent:
+            self.deltas["resent_after_absence"] += 1
         self.open(rec)
 
     def settled_orphan(self, status: R) -> None:

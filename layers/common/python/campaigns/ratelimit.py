@@ -133,10 +133,20 @@ class RateLimiter:
     def acquire(self) -> float:
         """Wait for the next send slot and for room in the trailing second; returns how long
         that took."""
-        started = self._clock()
+        return self.wait_for_slot() + self.leave()
+
+    def wait_for_slot(self) -> float:
+        """Take the next send slot and wait for it (the long wait: up to the pace's spacing times
+        the sends queued ahead); returns how long that took."""
         wait = self.reserve()
         if wait > 0:
             self._sleep(wait)
+        return max(wait, 0.0)
+
+    def leave(self) -> float:
+        """Wait until the departures counted leave room (rarely more than a few milliseconds once
+        the slot has come), and record this send's departure; returns how long that took."""
+        started = self._clock()
         while (wait := self.depart()) > 0:
             self._sleep(wait)
         return self._clock() - started

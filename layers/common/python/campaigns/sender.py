@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import invoker, lifecycle
+from . import invoker, lifecycle, proof
 from . import lease as leases
 from .achieved import AchievedRate
 from .batch_end import BatchEnd
@@ -32,7 +32,7 @@ from .feed import ShardFeed
 from .heartbeat import Beat, Heartbeat
 from .models import Campaign, Recipient, Shard
 from .observability import Metric, count, count_failed, latency_ms, logger
-from .progress import ShardProgress, Stop
+from .progress import InDoubtRule, ShardProgress, Stop
 from .ratelimit import RateLimiter, SendWindow
 from .sending import Kind, OneSend, Result, whatsapp_client
 from .states import CampaignStatus, InDoubtPolicy
@@ -66,7 +66,6 @@ class ShardBatch:
         self.results: queue.Queue[Result | Beat] = queue.Queue()
         self.in_flight = 0
         self.feed: ShardFeed | None = None  # what to send next, from the shard's cursor
-        self.resend_grace: float | None = None  # the in-doubt grace period, under policy resend only
         self.halt_reason = ""
         self.committed_imports: set[str] = set()
         self.stop: Stop | None = None
@@ -84,8 +83,6 @@ class ShardBatch:
         count(Metric.BATCHES_STARTED)
         self.campaign = Campaign.get(*Campaign.key(self.campaign_id), consistent_read=True)
         self.committed_imports = set(self.campaign.imports or ())
-        if self.campaign.in_doubt_policy == InDoubtPolicy.RESEND:
-            self.resend_grace = self.settings.in_doubt_grace_seconds
         if self.campaign.status != CampaignStatus.SENDING:
             self.stop = Stop.HALTED
         else:
@@ -93,7 +90,7 @@ class ShardBatch:
             self.limiter = RateLimiter(per_shard)
             self.achieved = AchievedRate()
             self.progress = ShardProgress(cursor=int(shard.cursor))
-            self.feed = ShardFeed(self.lease, self.progress, self.committed_imports, self.resend_grace,
+            self.feed = ShardFeed(self.lease, self.progress, self.committed_imports, self._in_doubt_rule(),
                                   self._where())
             try:
                 self._send_loop()
@@ -103,6 +100,14 @@ class ShardBatch:
                  self.settings)(self.stop)
         count(Metric.BATCHES_FINISHED)
         return self._report(self.stop.value)
+
+    def _in_doubt_rule(self) -> InDoubtRule:
+        policy = InDoubtPolicy(self.campaign.in_doubt_policy or InDoubtPolicy.AUTO)
+        cfg = self.settings
+        # The number's watermark as of now: a recipient it cannot prove absent yet waits for a later batch.
+        latest = proof.latest_proven_claim(self.campaign.phone_number_id) if policy == InDoubtPolicy.AUTO else 0.0
+        return InDoubtRule(policy, cfg.in_doubt_grace_seconds, cfg.proof_quiet_seconds, cfg.proof_wait_seconds,
+                           cfg.proof_recheck_seconds, latest)
 
     def _send_loop(self) -> None:
         # The client is made before the workers start: one read of the secret, not one per worker.

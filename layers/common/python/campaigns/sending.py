@@ -1,4 +1,4 @@
-"""One send of a batch, on a worker thread: claim, rate slot, own-clock check, POST, checkpoint.
+"""One send of a batch, on a worker thread: rate slot, claim, departure, own-clock check, POST, checkpoint.
 
 Per message the sender writes twice (ledger.claim before the POST, one checkpoint after the
 response) and decides, from the response alone, what the recipient comes to: sent, in doubt, failed
@@ -74,17 +74,19 @@ class OneSend:
 
     def __call__(self, rec: Recipient) -> Result:
         owner = self.lease.owner
+        payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
+        # The rate slot is waited for before the claim: a recipient is claimed only once its send
+        # is about to leave, so a kill leaves in doubt the sends on the wire, not the ones queued
+        # for a slot (invariant 3). The departure itself is counted after the claim, right before
+        # the POST: the claim's latency then cannot bunch POSTs over the provider's limit.
+        paced = self.limiter.wait_for_slot()
         try:
             claimed = ledger.claim(rec, owner, time.time())
         except Exception as error:  # the store did not answer (a timeout, an error after its retries)
             return self._claim_unanswered(rec, owner, error)
         if not claimed:
-            return Result(rec, Kind.LOST, reason="claimed elsewhere")
-        payload = template_payload(rec.phone, self.campaign.template, list(rec.variables), rec.callback_key)
-        # The send slot is taken after the claim, right before the POST: the claim's own latency
-        # then cannot bunch POSTs together and push one second's sends over the provider's limit.
-        # (The payload is built first: the less work between slot and wire, the less transit spread.)
-        paced = self.limiter.acquire()
+            return Result(rec, Kind.LOST, reason="claimed elsewhere", paced_seconds=paced)
+        paced += self.limiter.leave()
         # Our own clock, right before the POST: a batch frozen past its lease must not send.
         if not self.lease.usable():
             ledger.unclaim(rec, owner, None, count_attempt=False)

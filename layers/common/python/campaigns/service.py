@@ -37,7 +37,7 @@ class CampaignSpec:
     phone_number_id: str
     template: dict
     rate: int = 80
-    in_doubt_policy: str = InDoubtPolicy.SKIP
+    in_doubt_policy: str = InDoubtPolicy.AUTO
     send_at: float | None = None
 
 

@@ -66,6 +66,9 @@ TERMINAL_RECIPIENT = frozenset({R.SENT, R.FAILED, R.SKIPPED, R.IN_DOUBT})
 class InDoubtPolicy(StrEnum):
     """What happens to a recipient whose send may or may not have reached Meta (invariant 3)."""
 
+    # The default: sent again only on proof of absence, i.e. once status webhooks have proven later
+    # sends of the same number and none came for it (campaigns.proof); never while they are silent.
+    AUTO = "auto"
     SKIP = "skip"  # strict at most once: never sent again unless a webhook proves it was
     RESEND = "resend"  # at least once: sent again once the grace period passed without proof
 
@@ -78,6 +81,10 @@ IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
 SETTLED_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
 DELIVERY_COUNTERS = ("delivered", "read")
 STATUS_COUNTS = ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt", "skipped")
+# How in-doubt sends were resolved, by the recipient flag each counts (models.Recipient): proven
+# sent by a webhook, sent again after proof of absence, and both sends happened after all.
+IN_DOUBT_COUNTERS = {"in_doubt_proven": "proven_at", "resent_after_absence": "absent_proven_at",
+                     "duplicates": "duplicate_at"}
 
 # Recipients still owed work: a campaign is completed exactly when none is left.
 OPEN_RECIPIENT = frozenset({R.PENDING, R.SENDING})

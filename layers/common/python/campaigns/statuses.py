@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from enum import StrEnum
 
+from . import proof
 from .graph_errors import ErrorClass, classify
 from .ledger import LAST_SEQ
 from .models import (
@@ -75,8 +76,9 @@ def verify_signature(raw_body: bytes, header: str | None, app_secret: str) -> No
 # -- applying statuses -----------------------------------------------------------------------------
 
 
-def statuses_of(payload: object) -> list:
-    """entry[].changes[].value.statuses[] of a webhook body (anything else in it is not ours)."""
+def statuses_of(payload: object) -> list[tuple[object, str]]:
+    """(status, the sending number's id) for each of entry[].changes[].value.statuses[] of a webhook
+    body (anything else in it is not ours)."""
     found: list = []
     if not isinstance(payload, dict):
         return found
@@ -84,18 +86,21 @@ def statuses_of(payload: object) -> list:
         for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
             value = change.get("value") if isinstance(change, dict) else None
             if isinstance(value, dict) and isinstance(value.get("statuses"), list):
-                found += value["statuses"]
+                metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+                number = str(metadata.get("phone_number_id") or "")[:32]
+                found += [(status, number) for status in value["statuses"]]
     return found
 
 
 def apply_all(payload: object) -> Counter:
     outcomes: Counter = Counter()
-    for status in statuses_of(payload):
-        outcomes[apply(status).value] += 1
+    for status, number in statuses_of(payload):
+        outcomes[apply(status, number).value] += 1
     return outcomes
 
 
-def apply(status: object) -> Outcome:
+def apply(status: object, phone_number_id: str = "") -> Outcome:
+    """One status; `phone_number_id` (the webhook's metadata) is the number whose proof it raises."""
     if not isinstance(status, dict):
         return Outcome.IGNORED
     kind = status.get("status")
@@ -109,8 +114,29 @@ def apply(status: object) -> Outcome:
     wamid = status.get("id") if isinstance(status.get("id"), str) and 0 < len(status["id"]) <= 256 else None
     at = _timestamp(status.get("timestamp"))
     if kind == "failed":
-        return _failed(target, status, wamid, at)
-    return _proof(target, kind, wamid, at)
+        outcome, old = _failed(target, status, wamid, at)
+    else:
+        outcome, old = _proof(target, kind, wamid, at)
+    if old is not None:
+        _reported_on(target, old, wamid, phone_number_id, kind)
+    return outcome
+
+
+def _reported_on(target: tuple[str, int, int], old: dict, wamid: str | None, number: str, kind: str) -> None:
+    """Meta reported on a send of this recipient: the number's proof rises to its claim
+    (campaigns.proof), and a recipient sent again after proof of absence whose status names
+    another message than the one recorded was sent twice after all (the residual risk)."""
+    claimed_at = _n(old, "claimed_at")
+    if claimed_at:
+        proof.record_proven_claim(number, claimed_at, time.time())
+    recorded = _s(old, "wamid")
+    if "absent_proven_at" not in old or not wamid or not recorded or wamid == recorded:
+        return
+    if _update(target, [Recipient.duplicate_at.set(time.time())], Recipient.duplicate_at.does_not_exist()):
+        _count(target, {"duplicates": 1})
+        count(Metric.DUPLICATE_SENDS)
+        logger.warning("an in-doubt send resent after proof of absence had reached Meta: sent twice",
+                       extra=_where(target, kind))
 
 
 def _recipient_of(callback: object) -> tuple[str, int, int] | None:
@@ -142,7 +168,15 @@ def _s(old: dict, name: str) -> str | None:
     return value.get("S") if isinstance(value, dict) else None
 
 
-def _proof(target: tuple[str, int, int], kind: str, wamid: str | None, at: float) -> Outcome:
+def _n(old: dict, name: str) -> float | None:
+    value = old.get(name)
+    try:
+        return float(value["N"]) if isinstance(value, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _proof(target: tuple[str, int, int], kind: str, wamid: str | None, at: float) -> tuple[Outcome, dict | None]:
     """sent / delivered / read: the message reached Meta (and maybe the phone).
 
     First record what is new (one write, whatever the status: the common case of a `sent`
@@ -159,25 +193,26 @@ def _proof(target: tuple[str, int, int], kind: str, wamid: str | None, at: float
         stamps.append(Recipient.sent_at.set(Recipient.sent_at | at))
     old = _update(target, stamps, Recipient.PK.exists())
     if old is None:
-        return Outcome.UNKNOWN
+        return Outcome.UNKNOWN, None
     deltas = _newly(old, kind)
     changed = bool(deltas) or bool(wamid and "wamid" not in old)
     resolved = False
     if _s(old, "status") == R.IN_DOUBT.value:
         resolved = _update(
             target,
-            [Recipient.status.set(R.SENT.value), Recipient.sent_at.set(Recipient.sent_at | at)],
+            [Recipient.status.set(R.SENT.value), Recipient.sent_at.set(Recipient.sent_at | at),
+             Recipient.proven_at.set(time.time())],
             Recipient.status == R.IN_DOUBT.value,
         ) is not None
         if resolved:
-            deltas.update({"in_doubt": -1, "sent": 1, "webhook_moves": 1})
+            deltas.update({"in_doubt": -1, "sent": 1, "in_doubt_proven": 1, "webhook_moves": 1})
     if deltas:
         _count(target, deltas)
     if resolved:
         count(Metric.IN_DOUBT_RESOLVED)
         logger.info("in-doubt send proven by a webhook", extra=_where(target, kind))
-        return Outcome.RESOLVED
-    return Outcome.RECORDED if changed else Outcome.UNCHANGED
+        return Outcome.RESOLVED, old
+    return (Outcome.RECORDED if changed else Outcome.UNCHANGED), old
 
 
 def _newly(old: dict, kind: str) -> dict:
@@ -190,7 +225,7 @@ def _newly(old: dict, kind: str) -> dict:
     return deltas
 
 
-def _failed(target: tuple[str, int, int], status: dict, wamid: str | None, at: float) -> Outcome:
+def _failed(target: tuple[str, int, int], status: dict, wamid: str | None, at: float) -> tuple[Outcome, dict | None]:
     errors = status.get("errors") if isinstance(status.get("errors"), list) else []
     error = errors[0] if errors and isinstance(errors[0], dict) else {}
     try:
@@ -216,7 +251,7 @@ def _failed(target: tuple[str, int, int], status: dict, wamid: str | None, at: f
             break
         old = _update(target, recorded, Recipient.PK.exists())
         if old is None:
-            return Outcome.UNKNOWN
+            return Outcome.UNKNOWN, None
         if _s(old, "status") not in (R.SENT.value, R.IN_DOUBT.value):
             outcome = Outcome.RECORDED if "failed_at" not in old else Outcome.UNCHANGED
             break
@@ -225,7 +260,7 @@ def _failed(target: tuple[str, int, int], status: dict, wamid: str | None, at: f
         if phone:
             Suppression(*Suppression.key(phone), phone=phone, reason=f"webhook {code}", created_at=at).save()
             logger.info("number suppressed", extra={**_where(target, "failed"), "phone": mask_phone(phone)})
-    return outcome
+    return outcome, old
 
 
 def _count(target: tuple[str, int, int], deltas: dict) -> None:

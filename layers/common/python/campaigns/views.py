@@ -19,7 +19,14 @@ from .config import Settings
 from .errors import NotFound, Unprocessable
 from .graph_errors import classify
 from .models import LIST_CAMPAIGNS, Campaign, Recipient, Shard, shard_pk
-from .states import DELIVERY_COUNTERS, SETTLED_COUNTERS, STATUS_COUNTS, RecipientStatus
+from .states import (
+    DELIVERY_COUNTERS,
+    IN_DOUBT_COUNTERS,
+    SETTLED_COUNTERS,
+    STATUS_COUNTS,
+    InDoubtPolicy,
+    RecipientStatus,
+)
 from .timestamps import iso_utc
 
 # DynamoDB pages (<= 1 MB each) one listing request reads at most.
@@ -39,9 +46,12 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
     shards = list(Shard.batch_get([Shard.key(campaign_id, n) for n in range(int(campaign.shard_count))]))
     now = time.time()
     counts = dict.fromkeys(STATUS_COUNTS, 0)
+    resolved = dict.fromkeys(IN_DOUBT_COUNTERS, 0)
     for shard in shards:
         for name in (*SETTLED_COUNTERS, *DELIVERY_COUNTERS):
             counts[name] += int(getattr(shard, name) or 0)
+        for name in IN_DOUBT_COUNTERS:
+            resolved[name] += int(getattr(shard, name) or 0)
     total = sum(int(s.total or 0) for s in shards)
     done = sum(counts[name] for name in SETTLED_COUNTERS)
     counts["pending"] = max(0, total - done)
@@ -59,6 +69,13 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
         "shards": int(campaign.shard_count),
         "total": total,
         "counts": counts,
+        "in_doubt_resolution": {
+            # Under skip an in-doubt recipient waits for nothing: it is finished as it is.
+            "waiting_for_proof": 0 if campaign.in_doubt_policy == InDoubtPolicy.SKIP else counts["in_doubt"],
+            "proven_sent": resolved["in_doubt_proven"],
+            "resent_after_absence": resolved["resent_after_absence"],
+            "duplicates": resolved["duplicates"],
+        },
         "progress": round(done / total, 4) if total else 0.0,
         "current_rate": round(rate, 2),
         "pace": round(sum(float(s.pace or 0) for s in live), 2),
@@ -186,8 +203,23 @@ def recipient_view(rec: Recipient) -> dict:
         "error_class": classify(code).value if code is not None else None,
         "error_message": rec.error_message,
         **{name: iso_utc(getattr(rec, name)) for name in ("sent_at", "delivered_at", "read_at", "failed_at",
-                                                           "in_doubt_at")},
+                                                           "in_doubt_at", "proven_at", "absent_proven_at",
+                                                           "duplicate_at")},
+        "in_doubt": _in_doubt_state(rec),
     }
+
+
+def _in_doubt_state(rec: Recipient) -> str | None:
+    """What became of a send once in doubt (None for a recipient never in doubt)."""
+    if rec.duplicate_at is not None:
+        return "sent_twice"
+    if rec.absent_proven_at is not None:
+        return "resent_after_absence"
+    if rec.proven_at is not None:
+        return "proven_sent"
+    if rec.status == RecipientStatus.IN_DOUBT:
+        return "waiting_for_proof"
+    return None
 
 
 def list_recipients(
