@@ -567,7 +567,8 @@ class LambdaRuntime:
 
 
 # What _child_env gives a process that differs from one invocation to the next: a warm environment
-# (one process, many invocations) is handed these with each invocation.
+# (one process, many invocations) is handed these with each invocation. None is a variable of
+# campaigns.config.Settings, which a process parses once, as a Lambda environment does (tests/test_config.py).
 PER_INVOCATION_ENV = ("LAMBDA_REQUEST_ID", "LAMBDA_DEADLINE_MS", "AWS_LAMBDA_LOG_STREAM_NAME", "LOCAL_RANDOM_SEED")
 
 

@@ -13,6 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
+from campaigns import config
 from campaigns.config import from_environment
 
 from .fakegraph import FakeGraph
@@ -159,8 +160,10 @@ class LocalStack:
             graph_url = self.fake.url
         lambda_port = cfg.lambda_port or free_port()
         self.env = self._function_env(secret_arn, graph_url, f"http://127.0.0.1:{lambda_port}")
-        # This process is a client too (the API calls service code in-process in tests).
+        # This process is a client too (the API calls service code in-process in tests), and its
+        # settings() are this stack's from here on.
         os.environ.update(self.env)
+        config.reload()
         functions = functions_from_template(
             load_template(),
             FUNCTION_NAMES,

@@ -8,10 +8,12 @@ import os
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from campaigns import config
 from local.storage import MotoServer, aws_env, free_port
 
-# pynamodb reads the table name when the models are imported, and boto3 clients keep the
-# endpoint they were made with: both are fixed here, before any test imports the domain.
+# boto3 clients keep the endpoint they were made with: it is fixed here, before any test makes one.
+# settings() parses the environment once (as at a Lambda cold start): whatever changes the
+# variables after (make_stack, set_env) calls config.reload().
 TABLE_NAME = "campaigns"
 # Chosen once per test session, even if this module is imported twice (as `conftest` by pytest
 # and as `tests.conftest`): the second import must not point the environment at other ports.
@@ -62,6 +64,21 @@ def make_stack(moto_server, tmp_path):
         stack.stop()
     os.environ.clear()
     os.environ.update(saved_env)
+    config.reload()
+
+
+@pytest.fixture
+def set_env(monkeypatch):
+    """`set_env(NAME="value", ...)`: environment variables for this test only, which settings() sees."""
+
+    def set_(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        config.reload()
+
+    yield set_
+    monkeypatch.undo()
+    config.reload()
 
 
 @pytest.fixture

@@ -431,8 +431,8 @@ def test_import_of_an_oversize_body_is_413_and_writes_nothing(stack):
     assert table_items() == before
 
 
-def test_import_of_too_many_rows_is_413(stack, monkeypatch):
-    monkeypatch.setenv("MAX_IMPORT_ROWS", "3")
+def test_import_of_too_many_rows_is_413(stack, set_env):
+    set_env(MAX_IMPORT_ROWS="3")
     campaign = create()
     before = table_items()
     answer = call("POST", f"/campaigns/{campaign['id']}/recipients", {"recipients": rows(1, 2, 3, 4)})

@@ -1,14 +1,27 @@
-"""Settings read from the environment, with production defaults.
+"""Settings read from the environment, with production defaults: parsed once per process.
+
+`settings()` parses the environment at its first call (a Lambda cold start: no module calls it at
+import) and returns that same object after; Lambda never changes a running environment's variables.
+A process whose environment does change between runs (the tests' fixtures, the local stack) re-reads
+it with `reload()`, and only there.
+
+Each field is the environment variable of its name, upper-cased (`aws_region`: AWS_REGION, else
+AWS_DEFAULT_REGION), parsed as the type of its default; an unset or empty variable keeps the default,
+and a value that does not parse is refused with the variable's name. A frozen dataclass rather than a
+pydantic model: see docs/design.md, "Settings".
 
 Endpoints are not settings of ours: boto3 and pynamodb honour the standard
 AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> variables, which is how the local
 stack points the very same code at moto's server and at the local Lambda runtime.
+Powertools reads its own POWERTOOLS_* variables.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,8 @@ class Settings:
     # Rows per import request: what one API call can look up and write well within API Gateway's
     # 29 s (about 4 DynamoDB batch calls per 100 rows). Larger lists are sent as several imports.
     max_import_rows: int = 10_000
-    aws_region: str = "us-east-1"
+    # The table's region (pynamodb's Meta.region): Lambda sets AWS_REGION, boto3's own is AWS_DEFAULT_REGION.
+    aws_region: str = field(default="us-east-1", metadata={"env": ("AWS_REGION", "AWS_DEFAULT_REGION")})
 
     def __post_init__(self):
         usable = self.lease_seconds - self.lease_safety_seconds
@@ -64,8 +78,9 @@ class Settings:
             )
 
     @classmethod
-    def from_env(cls, **overrides) -> Settings:
-        return cls(**{**from_environment(cls), **overrides})
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Parse `environ` (this process's environment, not cached: `settings()` is)."""
+        return cls(**from_environment(cls, environ))
 
     @property
     def stop_margin_seconds(self) -> float:
@@ -83,18 +98,39 @@ class Settings:
         return self.connect_timeout_seconds + self.read_timeout_seconds + self.clock_skew_seconds
 
 
-def from_environment(dataclass_type) -> dict:
-    """The fields of a settings dataclass that the environment sets (NAME for field `name`)."""
+def env_names(f: Field) -> tuple[str, ...]:
+    """The variables that set a settings field, first found first: its name upper-cased unless it says."""
+    return f.metadata.get("env", (f.name.upper(),))
+
+
+def from_environment(dataclass_type, environ: Mapping[str, str] = os.environ) -> dict:
+    """The fields of a settings dataclass that the environment sets, parsed as the type of their default."""
     values = {}
     for f in fields(dataclass_type):
-        raw = os.environ.get(f.name.upper())
-        if raw:
-            values[f.name] = type(f.default)(raw)
+        name, raw = next(((name, environ[name]) for name in env_names(f) if environ.get(name)), (None, None))
+        if name is None:
+            continue
+        kind = type(f.default)
+        try:
+            values[f.name] = kind(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r}: not {'an' if kind is int else 'a'} {kind.__name__}") from None
     return values
 
 
+@functools.cache
 def settings() -> Settings:
+    """This process's settings: the environment parsed at the first call, the same object after."""
     return Settings.from_env()
+
+
+def reload() -> Settings:
+    """Parse the environment again, for a process that changed it (the tests' fixtures, the local stack).
+
+    A Lambda execution environment keeps its variables for life: no handler calls this.
+    """
+    settings.cache_clear()
+    return settings()
 
 
 def whatsapp_secret(settings: Settings) -> dict:

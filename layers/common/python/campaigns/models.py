@@ -16,8 +16,6 @@ instead of piling its counters onto the campaign's one (DESIGN.md invariant 10).
 
 from __future__ import annotations
 
-import os
-
 from pynamodb.attributes import (
     JSONAttribute,
     ListAttribute,
@@ -26,6 +24,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
+from pynamodb.connection import TableConnection
 from pynamodb.constants import ALL_OLD
 from pynamodb.exceptions import UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
@@ -39,21 +38,40 @@ DUE_CAMPAIGN = "campaign"
 LIST_CAMPAIGNS = "CAMPAIGN"
 
 
-def _region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings().aws_region
-
-
 class _Meta:
-    table_name = settings().table_name
-    region = _region()
+    # table_name, region and max_pool_connections come from settings() when a model first needs a
+    # connection (_TableModel), not at import: pynamodb reads them only then.
+    table_name = None
     # pynamodb passes host=None to botocore, which then honours AWS_ENDPOINT_URL(_DYNAMODB).
     max_retry_attempts = 3
-    # Every send in flight writes its claim and checkpoint on its own connection, beside the
-    # heartbeat and the read-ahead: a smaller pool (pynamodb's default is 10) opens and drops a
-    # connection for each write beyond it.
-    max_pool_connections = settings().max_in_flight + 4
     connect_timeout_seconds = 5
     read_timeout_seconds = 10
+
+
+class _TableModel(Model):
+    """A model of the one table: its Meta's table name, region and pool size are settings(), read when
+    the model is first used rather than when this module is imported.
+
+    pynamodb reads `Meta.table_name` at every operation (`Model._get_connection`, which every
+    operation goes through) and makes a new connection, reading region and pool size for it, whenever
+    the name differs from its cached connection's (`Model._connection`). This fills the three in just
+    before: at a model's first operation, then again only when TABLE_NAME changed (after
+    `config.reload()`, in the tests and the local stack), so that pynamodb connects anew to that table.
+    (They cannot be descriptors that read settings() lazily: pynamodb's metaclass probes Meta's region,
+    pool size and timeouts with hasattr when the class is created, which would read them at import.)
+    """
+
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        current = settings()
+        if cls.Meta.table_name != current.table_name:
+            cls.Meta.region = current.aws_region
+            # Every send in flight writes its claim and checkpoint on its own connection, beside the
+            # heartbeat and the read-ahead: a smaller pool (pynamodb's default is 10) opens and drops a
+            # connection for each write beyond it.
+            cls.Meta.max_pool_connections = current.max_in_flight + 4
+            cls.Meta.table_name = current.table_name  # last: a thread that sees it finds the others set
+        return super()._get_connection()
 
 
 class DueIndex(GlobalSecondaryIndex):
@@ -88,7 +106,7 @@ def recipient_sk(seq: int) -> str:
     return f"R#{seq:09d}"
 
 
-class Campaign(Model):
+class Campaign(_TableModel):
     class Meta(_Meta):
         pass
 
@@ -127,7 +145,7 @@ class Campaign(Model):
         return campaign_pk(campaign_id), "META"
 
 
-class Shard(Model):
+class Shard(_TableModel):
     """One partition of a campaign's recipients, with its lease, cursor and counters."""
 
     class Meta(_Meta):
@@ -187,7 +205,7 @@ class Shard(Model):
         return shard_pk(campaign_id, shard), "SHARD"
 
 
-class Recipient(Model):
+class Recipient(_TableModel):
     class Meta(_Meta):
         pass
 
@@ -286,7 +304,7 @@ def parse_callback_key(key: str) -> tuple[str, int, int] | None:
         return None
 
 
-class NumberProof(Model):
+class NumberProof(_TableModel):
     """What the status webhooks have proven for one phone number: the latest claim time of a send
     of that number that Meta reported on (campaigns.proof). Raised, never lowered."""
 
@@ -303,7 +321,7 @@ class NumberProof(Model):
         return f"NUMBER#{phone_number_id}", "PROOF"
 
 
-class Suppression(Model):
+class Suppression(_TableModel):
     """A number that asked not to get marketing messages (131050): never sent to again."""
 
     class Meta(_Meta):
@@ -320,7 +338,7 @@ class Suppression(Model):
         return f"SUPPRESSED#{phone}", "SUPPRESSED"
 
 
-class PhoneMarker(Model):
+class PhoneMarker(_TableModel):
     """A number imported into a campaign, and the recipient it became (see campaigns.imports)."""
 
     class Meta(_Meta):
@@ -338,7 +356,7 @@ class PhoneMarker(Model):
         return f"{campaign_pk(campaign_id)}#PHONE#{phone}", "PHONE"
 
 
-class ImportLock(Model):
+class ImportLock(_TableModel):
     """One import per campaign at a time: batch writes cannot be conditional (see campaigns.imports)."""
 
     class Meta(_Meta):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from pynamodb.exceptions import DoesNotExist
 
+from .config import settings
 from .models import NumberProof, write_if
 
 WATERMARK_STEP_SECONDS = 0.25
@@ -40,7 +41,7 @@ _raised_to: dict[tuple[str, str], float] = {}
 
 def record_proven_claim(phone_number_id: str, claimed_at: float, now: float) -> None:
     """A status webhook reported on a send of this number claimed at `claimed_at`."""
-    known = (NumberProof.Meta.table_name, phone_number_id)
+    known = (settings().table_name, phone_number_id)
     if not phone_number_id or claimed_at < _raised_to.get(known, 0.0) + WATERMARK_STEP_SECONDS:
         return
     write_if(NumberProof(*NumberProof.key(phone_number_id)),
