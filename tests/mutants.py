@@ -187,6 +187,34 @@ MUTATIONS = (
         (edit("    return max(1, math.ceil(rate / settings.shard_rate))", "    return 1"),),
         ("tests/test_costs.py::test_a_1000_mps_campaign_spreads_its_recipients_over_13_shard_partitions",),
     ),
+    Mutation(
+        "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
+        (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
+         edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),
+        ("tests/test_sending.py::test_a_recipient_is_not_claimed_while_its_send_waits_for_a_rate_slot",),
+    ),
+    Mutation(
+        "absence-never-proven", "3 honest about the gap", f"{CAMPAIGNS}/proof.py",
+        (edit("    return latest_proven > claimed_at and now >= in_doubt_at + quiet", "    return False"),),
+        ("tests/test_crash.py::test_a_late_status_for_a_send_resent_after_absence_is_counted_as_a_duplicate",),
+    ),
+    Mutation(
+        "absence-without-webhooks", "3 honest about the gap", f"{CAMPAIGNS}/proof.py",
+        (edit("    return latest_proven > claimed_at and now >= in_doubt_at + quiet",
+              "    return now >= in_doubt_at + quiet"),),
+        ("tests/test_crash.py::test_policy_auto_resends_nothing_while_webhooks_are_silent",),
+    ),
+    Mutation(
+        "proof-not-recorded", "3 honest about the gap", f"{CAMPAIGNS}/statuses.py",
+        (edit("        proof.record_proven_claim(number, claimed_at, time.time())", "        pass"),),
+        ("tests/test_crash.py::test_a_late_status_for_a_send_resent_after_absence_is_counted_as_a_duplicate",),
+    ),
+    Mutation(
+        "late-status-not-a-duplicate", "3 honest about the gap", f"{CAMPAIGNS}/statuses.py",
+        (edit('    if "absent_proven_at" not in old or not wamid or not recorded or wamid == recorded:',
+              "    if True:"),),
+        ("tests/test_crash.py::test_a_late_status_for_a_send_resent_after_absence_is_counted_as_a_duplicate",),
+    ),
 )
 
 

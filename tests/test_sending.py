@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 from pynamodb.exceptions import UpdateError
@@ -12,9 +15,12 @@ from pynamodb.exceptions import UpdateError
 from campaigns import achieved, heartbeat, invoker, ledger, lifecycle, sender, service
 from campaigns import lease as leases
 from campaigns.config import settings
-from campaigns.models import Shard
-from campaigns.ratelimit import TRANSIT_SPREAD_SECONDS
-from tests.helpers import audit, new_campaign, recipients, status, wait_until
+from campaigns.models import Campaign, Recipient, Shard, recipient_sk, shard_pk
+from campaigns.ratelimit import TRANSIT_SPREAD_SECONDS, RateLimiter
+from campaigns.sending import Kind, OneSend
+from campaigns.whatsapp import WhatsAppClient
+from local.fakegraph import FakeGraph
+from tests.helpers import TEMPLATE, audit, new_campaign, recipients, status, wait_until
 
 
 def completed(campaign):
@@ -338,3 +344,31 @@ def test_a_retryable_error_is_retried_by_the_sender_alone_one_request_per_attemp
     assert [(r["code"], r["http_status"]) for r in tries] == [(131000, 500)] * 3
     failing.refresh()
     assert (failing.status, failing.error_code) == ("failed", 131000)
+
+
+def test_a_recipient_is_not_claimed_while_its_send_waits_for_a_rate_slot(table):
+    """Invariant 3's gap is what may be on the wire: a kill during the wait for a rate slot must find
+    the recipient still pending (claimed, it would be left in doubt though it was never sent)."""
+    waiting, go = threading.Event(), threading.Event()
+
+    def slot_wait(seconds):  # the limiter's own sleep: the send is waiting for its slot now
+        waiting.set()
+        assert go.wait(30)
+
+    with FakeGraph(latency_ms=1) as fake:
+        cfg = replace(settings(), graph_api_url=fake.url)
+        rec = Recipient(shard_pk("c1", 0), recipient_sk(3), phone="919876543210", import_id="i")
+        rec.save()
+        limiter = RateLimiter(1.0, sleep=slot_wait)
+        limiter.reserve()  # the slot now goes to another send: this one waits a second for the next
+        lease = leases.Lease("c1", 0, "batch-a", 1, time.time() + 60, send_deadline=time.monotonic() + 60)
+        campaign = Campaign(*Campaign.key("c1"), phone_number_id="1", template=TEMPLATE)
+        one_send = OneSend(lease, limiter, campaign, cfg, WhatsAppClient(cfg, "token"), {})
+        with ThreadPoolExecutor(1) as worker:
+            result = worker.submit(one_send, rec)
+            assert waiting.wait(30)
+            assert Recipient.get(rec.PK, rec.SK, consistent_read=True).status == "pending"
+            go.set()
+            assert result.result(timeout=30).kind == Kind.SENT
+    assert Recipient.get(rec.PK, rec.SK, consistent_read=True).status == "sent"
+    assert [s["callback"] for s in fake.sends()] == ["c1:0:3"]
