@@ -210,6 +210,7 @@ class Dashboard:
             "rate": status.get("rate"),
             "total": status.get("total"),
             "counts": {k: int((status.get("counts") or {}).get(k) or 0) for k in STATUS_COUNTS},
+            "in_doubt_resolution": status.get("in_doubt_resolution") or {},
             "progress": status.get("progress"),
             "current_rate": status.get("current_rate"),  # achieved: what the provider accepted lately
             "pace": status.get("pace"),  # what the rate limiters allow

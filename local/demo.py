@@ -23,8 +23,9 @@ How the verdict is counted (at the provider, not from our own bookkeeping):
 - lost: recipients whose callback key the fake never received in an accepted send AND whom the store does
   not mark failed, skipped or in_doubt. That is: still pending or sending (nothing resumed them), or
   marked sent although the provider never got them. A recipient in doubt is not lost: it is the honest
-  gap (claimed by the killed batch, its POST may or may not have left), bounded by the batch's in-flight
-  limit, and it is counted apart;
+  gap (claimed by the killed batch, its POST may or may not have left), resolved under the default
+  policy auto by the status webhooks (its own proves it sent; later sends' statuses without its own
+  prove it never arrived, and it is sent once), and counted apart while it waits;
 - recovered_after_s: from the SIGKILL to the first send the fake accepted from the batch that took over
   (accepted once that batch had started: the killed batch's last POSTs, on the wire at the kill, can
   still arrive after it).
@@ -218,7 +219,7 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
     say = Progress(progress_stream, recipients)
     created = api.call("POST", "/campaigns", expect=201, json={
         "name": "Diwali offer (incident replay)", "phone_number_id": stack.config.phone_number_id,
-        "template": TEMPLATE, "rate": rate, "in_doubt_policy": "skip"})
+        "template": TEMPLATE, "rate": rate})  # the default in-doubt policy: auto
     campaign_id = created["id"]
     imported = api.call("POST", f"/campaigns/{campaign_id}/recipients", data=recipients_csv(recipients).encode(),
                         headers={"Content-Type": "text/csv"})
@@ -280,10 +281,12 @@ def run(stack, progress_stream: IO[str], recipients: int = RECIPIENTS, kill_afte
     if evidence is not None:
         evidence.update(recipients=listed, sends=fake.sends(), invocations=stack.runtime.history(),
                         kill={"pid": killer.pid, "at": killer.at})
-    resolved = sum(1 for r in listed if r.get("in_doubt_at") and r["status"] == "sent")
-    say.event(f"in doubt: {result['in_doubt']} (claimed by the killed batch, never received by the Graph API; "
-              f"policy skip: never resent); {resolved} more were in doubt until their status webhook proved them "
-              f"sent{'' if proven else ' (some webhooks still pending)'}")
+    became = Counter(r["in_doubt"] for r in listed if r.get("in_doubt"))
+    say.event(f"in doubt after the kill: {sum(became.values())} (claimed by the killed batch): "
+              f"{became['proven_sent']} proven sent by their status webhooks, {became['resent_after_absence']} "
+              f"proven never to have reached the Graph API (later sends' statuses came, theirs did not) and sent "
+              f"once, {became['waiting_for_proof']} still waiting for proof, {became['sent_twice']} sent twice"
+              f"{'' if proven else ' (some webhooks still pending)'}")
     stats = fake.stats()
     say.event(f"Graph API: {stats['accepted']} sends accepted, {stats['duplicates']} duplicate sends, "
               f"{stats['webhooks_posted']} status webhooks posted so far")

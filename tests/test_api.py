@@ -158,7 +158,7 @@ def test_create_draft(stack):
     body = answer.body
     assert body["status"] == "draft"
     assert answer.headers["location"] == f"/campaigns/{body['id']}"
-    assert body["rate"] == 80 and body["in_doubt_policy"] == "skip" and body["total"] == 0
+    assert body["rate"] == 80 and body["in_doubt_policy"] == "auto" and body["total"] == 0
     assert set(body["counts"]) == {"pending", "sending", "sent", "delivered", "read", "failed", "in_doubt",
                                    "skipped"}
     assert call("GET", f"/campaigns/{body['id']}").body["status"] == "draft"
