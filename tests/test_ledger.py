@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from campaigns import ledger, proof, statuses
-from campaigns.models import Recipient, Shard, recipient_sk, shard_pk
+from campaigns.models import Campaign, Recipient, Shard, recipient_sk, shard_pk
 
 
 def claimed(owner: str = "batch-a") -> Recipient:
@@ -82,6 +82,16 @@ def test_a_status_raises_its_numbers_proof_to_the_claim_it_reports_on_never_lowe
     proof.record_proven_claim("1234", late.claimed_at - 100, time.time())
     assert proof.latest_proven_claim("1234") == late.claimed_at
     assert proof.latest_proven_claim("5678") == 0.0  # per number
+
+
+def test_a_status_without_metadata_raises_the_proof_of_its_campaigns_number(table):
+    proof.forget()
+    Campaign(*Campaign.key("c1"), id="c1", name="n", phone_number_id="4321", template={}, rate=80,
+             shard_count=1, status="sending", created_at="2026-12-01T00:00:00.000+00:00").save()
+    rec = claimed()
+    rec.refresh()
+    statuses.apply(status_webhook("sent"))  # no phone_number_id from the webhook's metadata
+    assert proof.latest_proven_claim("4321") == rec.claimed_at
 
 
 def test_absence_is_requeued_once_and_only_for_the_claim_that_left_it_in_doubt(table):

@@ -29,10 +29,13 @@ import time
 from collections import Counter
 from enum import StrEnum
 
+from pynamodb.exceptions import DoesNotExist
+
 from . import proof
 from .graph_errors import ErrorClass, classify
 from .ledger import LAST_SEQ
 from .models import (
+    Campaign,
     Recipient,
     Shard,
     Suppression,
@@ -128,7 +131,7 @@ def _reported_on(target: tuple[str, int, int], old: dict, wamid: str | None, num
     another message than the one recorded was sent twice after all (the residual risk)."""
     claimed_at = _n(old, "claimed_at")
     if claimed_at:
-        proof.record_proven_claim(number, claimed_at, time.time())
+        proof.record_proven_claim(_sending_number(target[0], number), claimed_at, time.time())
     recorded = _s(old, "wamid")
     if "absent_proven_at" not in old or not wamid or not recorded or wamid == recorded:
         return
@@ -161,6 +164,25 @@ def _update(target: tuple[str, int, int], actions: list, condition) -> dict | No
     """The recipient's attributes before the write, or None if the condition failed."""
     campaign_id, shard, seq = target
     return write_if_returning_old(Recipient, shard_pk(campaign_id, shard), recipient_sk(seq), actions, condition)
+
+
+_campaign_numbers: dict[str, str] = {}  # campaign id -> its number, fixed at its creation
+
+
+def _campaign_number(campaign_id: str) -> str:
+    """The number a campaign sends from, read once per process (a campaign not found is not kept)."""
+    if campaign_id not in _campaign_numbers:
+        try:
+            _campaign_numbers[campaign_id] = str(Campaign.get(*Campaign.key(campaign_id)).phone_number_id)
+        except DoesNotExist:
+            return ""
+    return _campaign_numbers[campaign_id]
+
+
+def _sending_number(campaign_id: str, from_metadata: str) -> str:
+    """The number whose proof a status raises: the campaign's own (the one its batches read), as
+    the webhook's metadata names it when it does, else read from the campaign."""
+    return from_metadata or _campaign_number(campaign_id)
 
 
 def _s(old: dict, name: str) -> str | None:
