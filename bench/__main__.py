@@ -24,6 +24,8 @@ SCRIPTS = [
     # The shard is 10 000 recipients (2.5 minutes here); 5 000 say the same in half the time.
     ["bench.lambda_share", "--recipients", "5000"],
     ["bench.recovery"],
+    ["bench.in_doubt"],
+    ["bench.in_doubt", "--webhooks"],
     ["bench.scale"],
     ["bench.store_query"],
     ["bench.stores"],
