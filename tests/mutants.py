@@ -188,6 +188,11 @@ MUTATIONS = (
         ("tests/test_costs.py::test_a_1000_mps_campaign_spreads_its_recipients_over_13_shard_partitions",),
     ),
     Mutation(
+        "number-not-shared", "7 polite to the provider", f"{CAMPAIGNS}/budget.py",
+        (edit("        return fair_shares(asks, limit)[self.shard_key]", "        return self.ask"),),
+        ("tests/test_sending.py::test_campaigns_on_one_number_share_its_throughput_and_another_number_keeps_its_own",),
+    ),
+    Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
         (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
          edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),

@@ -851,3 +851,28 @@ def test_created_campaign_item_is_what_the_service_reads(stack):
     item = Campaign.get(*Campaign.key(campaign["id"]))
     assert item.template["language"] == "pt_BR"
     assert item.template["components"] == TEMPLATE["components"]
+
+
+# -- /numbers ---------------------------------------------------------------------------------------------
+
+
+def test_a_number_unset_has_metas_default_and_put_sets_its_limit(stack):
+    answer = call("GET", "/numbers/5550001")
+    assert answer.status == 200
+    assert answer.body == {"phone_number_id": "5550001", "throughput_mps": 80.0, "configured": False,
+                           "in_use_mps": 0.0, "sending": []}
+    answer = call("PUT", "/numbers/5550001", {"throughput_mps": 20})
+    assert answer.status == 200 and answer.body["throughput_mps"] == 20.0 and answer.body["configured"]
+    assert call("GET", "/numbers/5550001").body["throughput_mps"] == 20.0
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/numbers/5550001", {"throughput_mps": 0}, "throughput_mps"),
+    ("/numbers/5550001", {"throughput_mps": 1001}, "throughput_mps"),
+    ("/numbers/5550001", {"throughput_mps": 20, "tier": 1}, "tier"),
+    ("/numbers/5550001", {}, "throughput_mps"),
+    ("/numbers/55-50", {"throughput_mps": 20}, "phone_number_id"),
+])
+def test_a_bad_number_setting_is_422_naming_the_field_and_writes_nothing(stack, path, body, field):
+    assert_error(call("PUT", path, body), 422, field=field)
+    assert call("GET", "/numbers/5550001").body["configured"] is False

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from pynamodb.exceptions import UpdateError
 
-from campaigns import achieved, heartbeat, invoker, ledger, lifecycle, sender, service
+from campaigns import achieved, heartbeat, invoker, ledger, lifecycle, numbers, sender, service
 from campaigns import lease as leases
 from campaigns.config import settings
 from campaigns.models import Campaign, Recipient, Shard, recipient_sk, shard_pk
@@ -372,3 +372,31 @@ def test_a_recipient_is_not_claimed_while_its_send_waits_for_a_rate_slot(table):
             assert result.result(timeout=30).kind == Kind.SENT
     assert Recipient.get(rec.PK, rec.SK, consistent_read=True).status == "sent"
     assert [s["callback"] for s in fake.sends()] == ["c1:0:3"]
+
+
+def test_campaigns_on_one_number_share_its_throughput_and_another_number_keeps_its_own(make_stack):
+    """Two campaigns at rate 20 on a number limited to 20 mps (a fake refusing above it) split it
+    10 and 10 while both send, nearly without a refusal; a campaign on another number keeps its 20."""
+    stack = make_stack(fake_latency_ms=10)
+    stack.fake.configure(rate_cap_mps=20)
+    numbers.configure("5550001", 20)
+    shared = [new_campaign(300, rate=20, phone_number_id="5550001") for _ in range(2)]
+    alone = new_campaign(300, rate=20, phone_number_id="5550002")
+    for campaign in (*shared, alone):
+        service.send(campaign.id, settings())
+
+    def split_in_two():
+        view = numbers.number_view("5550001")
+        return [s["share_mps"] for s in view["sending"]] == [10.0, 10.0] and view
+
+    view = wait_until(split_in_two, 60, "both campaigns sending from the number, 10 mps each")
+    assert view["in_use_mps"] == 20.0 and {s["campaign_id"] for s in view["sending"]} == {c.id for c in shared}
+    wait_until(lambda: [s["share_mps"] for s in numbers.number_view("5550002")["sending"]] == [20.0], 60,
+               "the campaign on the other number sending at its own 20 mps")
+    for campaign in (*shared, alone):
+        wait_until(completed(campaign), 120, "every campaign to complete")
+        result = audit(campaign, stack.fake)
+        assert result["lost"] == 0 and result["duplicates"] == {} and result["statuses"] == {"sent": 300}
+    refused = [r for r in stack.fake.rejected() if r["code"] == 130429 and r["phone_number_id"] == "5550001"]
+    assert len(refused) <= 0.02 * 600, len(refused)
+    assert numbers.number_view("5550001")["sending"] == []  # each batch gave its share back

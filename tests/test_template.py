@@ -51,6 +51,8 @@ API_ROUTES = {
     ("POST", "/campaigns/{id}/resume"),
     ("POST", "/campaigns/{id}/cancel"),
     ("POST", "/campaigns/{id}/retry-failed"),
+    ("PUT", "/numbers/{phone_number_id}"),
+    ("GET", "/numbers/{phone_number_id}"),
     ("GET", "/openapi.json"),
 }
 WEBHOOK_ROUTES = {("GET", "/webhook"), ("POST", "/webhook")}

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from campaigns import edge, imports, service, templates, views
+from campaigns import edge, imports, numbers, service, templates, views
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
@@ -36,6 +36,8 @@ from campaigns.api_models import (
     ErrorOut,
     ImportReport,
     ImportRequest,
+    NumberIn,
+    NumberOut,
     RecipientPage,
     RetryOut,
 )
@@ -327,6 +329,35 @@ def list_recipients(
 ):
     items, token = views.list_recipients(_campaign_id(id), status, limit, next)
     return edge.json_answer(200, {"items": items, "next": token})
+
+
+_PHONE_NUMBER_ID = re.compile(r"^[0-9]{1,32}$")
+
+
+def _phone_number_id(value: str) -> str:
+    if not _PHONE_NUMBER_ID.match(value):
+        raise service.Unprocessable("phone_number_id must be 1-32 digits", field="phone_number_id")
+    return value
+
+
+@app.put(
+    "/numbers/<phone_number_id>",
+    summary="Set a number's throughput limit, shared by every campaign sending from it",
+    responses={**_ok(200, NumberOut, "the number"), **_errors(400, 422)},
+    tags=["numbers"],
+)
+def put_number(phone_number_id: str, body: Annotated[NumberIn, Body()]):
+    return edge.json_answer(200, numbers.configure(_phone_number_id(phone_number_id), body.throughput_mps))
+
+
+@app.get(
+    "/numbers/<phone_number_id>",
+    summary="A number's limit, and the share each shard sending from it has now",
+    responses={**_ok(200, NumberOut, "the number"), **_errors(422)},
+    tags=["numbers"],
+)
+def get_number(phone_number_id: str):
+    return edge.json_answer(200, numbers.number_view(_phone_number_id(phone_number_id)))
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -222,6 +222,29 @@ class RecipientOut(BaseModel):
         description="what became of this send once in doubt; null if it never was")
 
 
+class NumberIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"throughput_mps": 20}})
+
+    throughput_mps: Annotated[int, Field(ge=1, le=1000, description=(
+        "messages per second Meta allows this number (80 by default, 1 000 after Meta's upgrade, 20 for a "
+        "number shared with the Business app): every campaign sending from it shares it"))]
+
+
+class NumberShard(BaseModel):
+    campaign_id: str
+    shard: int
+    asks_mps: float = Field(description="its campaign's rate over its shards: its ceiling")
+    share_mps: float = Field(description="what the number's budget gives it now (max-min fair)")
+
+
+class NumberOut(BaseModel):
+    phone_number_id: str
+    throughput_mps: float = Field(description="the number's limit: what its owner set, else Meta's default (80)")
+    configured: bool = Field(description="whether its owner set it (PUT /numbers/{id})")
+    in_use_mps: float = Field(description="the sum of the shares of the shards sending from it now")
+    sending: list[NumberShard]
+
+
 class RecipientPage(BaseModel):
     items: list[RecipientOut]
     next: str | None

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import lease as leases
+from .budget import Budget
 from .config import Settings
 from .models import Campaign
 from .states import CampaignStatus
@@ -30,13 +31,16 @@ class Beat:
     lease_lost: bool = False
     halted: bool = False  # the campaign is no longer sending
     error: Exception | None = None  # a store error
+    share: float | None = None  # the shard's share of its number's throughput now (campaigns.budget)
 
 
 class Heartbeat:
     """One heartbeat at a time, due an interval after the previous one landed."""
 
-    def __init__(self, lease: leases.Lease, campaign_id: str, settings: Settings, answers: queue.Queue):
+    def __init__(self, lease: leases.Lease, campaign_id: str, settings: Settings, answers: queue.Queue,
+                 budget: Budget | None = None):
         self.lease, self.campaign_id, self.settings, self.answers = lease, campaign_id, settings, answers
+        self.budget = budget
         self.pending = False  # a heartbeat is on its way; its Beat has not been applied
         self.next_due = 0.0  # monotonic
         self.count = 0  # heartbeats started so far (the heartbeat thread's own count)
@@ -68,6 +72,8 @@ class Heartbeat:
     def _beat(self, actions: list) -> None:
         try:
             beat = Beat(halted=self._renew_and_look(actions))
+            if self.budget is not None and not beat.halted:
+                beat.share = self.budget.renew()  # the number's split, as every shard on it computes it
         except leases.LeaseLost:
             beat = Beat(lease_lost=True)
         except Exception as error:  # handed to the main loop, raised there

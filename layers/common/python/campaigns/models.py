@@ -19,6 +19,7 @@ from __future__ import annotations
 from pynamodb.attributes import (
     JSONAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     NumberSetAttribute,
     UnicodeAttribute,
@@ -302,6 +303,30 @@ def parse_callback_key(key: str) -> tuple[str, int, int] | None:
         return campaign_id, int(shard), int(seq)
     except (ValueError, AttributeError):
         return None
+
+
+class Number(_TableModel):
+    """A phone number as a resource shared by every campaign sending from it (campaigns.budget):
+    the limits its owner set (`PUT /numbers/{id}`; Meta's defaults when unset) and the roster of
+    the shards sending from it now, each kept by its batch's heartbeat."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="NUMBER")
+    phone_number_id = UnicodeAttribute(null=True)
+    throughput_mps = NumberAttribute(null=True)
+    messaging_limit = NumberAttribute(null=True)
+    portfolio = UnicodeAttribute(null=True)
+    secret = UnicodeAttribute(null=True)
+    updated_at = NumberAttribute(null=True)
+    # shard key (campaign:shard) -> {"ask": its rate, "owner": its batch, "until": when it stops counting}
+    roster = MapAttribute(null=True)
+
+    @classmethod
+    def key(cls, phone_number_id: str) -> tuple[str, str]:
+        return f"NUMBER#{phone_number_id}", "NUMBER"
 
 
 class NumberProof(_TableModel):

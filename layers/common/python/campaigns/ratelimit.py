@@ -169,6 +169,14 @@ class RateLimiter:
                 # Push the next slot out so that the burst already granted is not sent.
                 self._next_free = max(self._next_free, now + 1.0 / self.pace)
 
+    def set_limit(self, rate: float) -> None:
+        """The number's budget (campaigns/budget.py) gave this shard a new share: the target moves to
+        it at once, and the pace with it, less what 130429s took off (earned back as before)."""
+        with self._lock:
+            taken_off = self.target - self.rate
+            self.target = float(rate)
+            self.rate = max(self.min_rate, self.target - taken_off)
+
     def succeeded(self) -> None:
         """Each accepted send earns back a little pace, up to the target."""
         with self._lock:

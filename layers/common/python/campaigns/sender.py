@@ -27,6 +27,7 @@ from . import invoker, lifecycle, proof
 from . import lease as leases
 from .achieved import AchievedRate
 from .batch_end import BatchEnd
+from .budget import Budget
 from .config import Settings
 from .feed import ShardFeed
 from .heartbeat import Beat, Heartbeat
@@ -61,6 +62,7 @@ class ShardBatch:
         self.campaign: Campaign | None = None
         self.progress = ShardProgress(cursor=0)  # from the shard's cursor once the lease is taken
         self.limiter: RateLimiter | None = None
+        self.budget: Budget | None = None  # the shard's part of its number's throughput
         self.achieved: AchievedRate | None = None  # made with the limiter, when sending starts
         self.window = SendWindow(settings.max_in_flight)
         self.results: queue.Queue[Result | Beat] = queue.Queue()
@@ -87,7 +89,10 @@ class ShardBatch:
             self.stop = Stop.HALTED
         else:
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
-            self.limiter = RateLimiter(per_shard)
+            # The shard's share of its number, which other campaigns may be sending from too.
+            self.budget = Budget(self.campaign.phone_number_id, f"{self.campaign_id}:{self.shard_no}", per_shard,
+                                 self.lease.owner, self.settings)
+            self.limiter = RateLimiter(self.budget.renew())
             self.achieved = AchievedRate()
             self.progress = ShardProgress(cursor=int(shard.cursor))
             self.feed = ShardFeed(self.lease, self.progress, self.committed_imports, self._in_doubt_rule(),
@@ -98,6 +103,8 @@ class ShardBatch:
                 self.feed.close()
         BatchEnd(self.lease, self.progress, self._shard_actions, self.committed_imports, self.hop,
                  self.settings)(self.stop)
+        if self.budget is not None:
+            self.budget.leave()  # its share goes back to the number's other shards at once
         count(Metric.BATCHES_FINISHED)
         return self._report(self.stop.value)
 
@@ -115,7 +122,7 @@ class ShardBatch:
         self.one_send = OneSend(self.lease, self.limiter, self.campaign, self.settings, client, self._where())
         freeze_the_heap_once()
         workers = ThreadPoolExecutor(max_workers=self.settings.max_in_flight, thread_name_prefix="send")
-        self.heartbeat = Heartbeat(self.lease, self.campaign_id, self.settings, self.results)
+        self.heartbeat = Heartbeat(self.lease, self.campaign_id, self.settings, self.results, self.budget)
         try:
             while self.stop is None:
                 self._heartbeat_if_due()
@@ -260,6 +267,8 @@ class ShardBatch:
             self.stop = Stop.LEASE_LOST
         elif beat.halted and self.stop != Stop.LEASE_LOST:
             self.stop = Stop.HALTED  # also over time-up or done seen meanwhile: no hand-off, no retry
+        if beat.share is not None:
+            self.limiter.set_limit(beat.share)
 
     def _shard_actions(self) -> list:
         actions = self.progress.shard_actions()
