@@ -211,7 +211,8 @@ MUTATIONS = (
     ),
     Mutation(
         "proof-not-recorded", "3 honest about the gap", f"{CAMPAIGNS}/statuses.py",
-        (edit("        proof.record_proven_claim(number, claimed_at, time.time())", "        pass"),),
+        (edit("        proof.record_proven_claim(_sending_number(target[0], number), claimed_at, time.time())",
+              "        pass"),),
         ("tests/test_crash.py::test_a_late_status_for_a_send_resent_after_absence_is_counted_as_a_duplicate",),
     ),
     Mutation(

@@ -860,7 +860,8 @@ def test_a_number_unset_has_metas_default_and_put_sets_its_limit(stack):
     answer = call("GET", "/numbers/5550001")
     assert answer.status == 200
     assert answer.body == {"phone_number_id": "5550001", "throughput_mps": 80.0, "configured": False,
-                           "in_use_mps": 0.0, "sending": []}
+                           "in_use_mps": 0.0, "sending": [], "messaging_limit": None, "portfolio": "5550001",
+                           "reached_24h": 0, "left": None, "next_room_at": None}
     answer = call("PUT", "/numbers/5550001", {"throughput_mps": 20})
     assert answer.status == 200 and answer.body["throughput_mps"] == 20.0 and answer.body["configured"]
     assert call("GET", "/numbers/5550001").body["throughput_mps"] == 20.0
@@ -870,7 +871,8 @@ def test_a_number_unset_has_metas_default_and_put_sets_its_limit(stack):
     ("/numbers/5550001", {"throughput_mps": 0}, "throughput_mps"),
     ("/numbers/5550001", {"throughput_mps": 1001}, "throughput_mps"),
     ("/numbers/5550001", {"throughput_mps": 20, "tier": 1}, "tier"),
-    ("/numbers/5550001", {}, "throughput_mps"),
+    ("/numbers/5550001", {"throughput_mps": 20, "messaging_limit": 0}, "messaging_limit"),
+    ("/numbers/5550001", {"throughput_mps": 20, "portfolio": "a b"}, "portfolio"),
     ("/numbers/55-50", {"throughput_mps": 20}, "phone_number_id"),
 ])
 def test_a_bad_number_setting_is_422_naming_the_field_and_writes_nothing(stack, path, body, field):

@@ -208,20 +208,24 @@ def test_the_same_event_delivered_twice_sends_nothing_extra(make_stack):
     assert stack.fake.stats()["accepted"] == 50
 
 
+STORM_SENDS = 180  # 12 s at the fake's cap of 15 mps: long enough that not slowing down costs more than slowing
+
+
 def test_throughput_storm_slows_the_sender_and_fails_nobody(make_stack):
     stack = make_stack(fake_latency_ms=5)
     stack.fake.configure(rate_cap_mps=15)
-    campaign = new_campaign(90, rate=80)
+    campaign = new_campaign(STORM_SENDS, rate=80)
     service.send(campaign.id, settings())
     wait_until(completed(campaign), 120, "the campaign to complete under throttling")
     result = assert_invariants(campaign, stack.fake, kills=0)
-    assert result["statuses"] == {"sent": 90}
+    assert result["statuses"] == {"sent": STORM_SENDS}
     refused = stack.fake.stats()["by_code"].get("130429", 0)
     assert refused > 0, "the storm happened"
+    print(f"{refused} refusals for {STORM_SENDS} sends")
     # The pace came down to the number's limit. At the campaign's 80 mps into 15, a sender that did
-    # not slow down is refused ~3.5 times for every send accepted (320 in a run with AIMD off); one that
-    # halves its pace on a storm of refusals pays for the few seconds it takes to get there (60-95).
-    assert refused < 2 * 90, f"{refused} refusals for 90 sends"
+    # not slow down is refused twice or more for every send accepted, all along; one that halves its
+    # pace on a storm of refusals pays once, for the few seconds it takes to get there.
+    assert refused < STORM_SENDS, f"{refused} refusals for {STORM_SENDS} sends"
 
 
 def test_fatal_error_pauses_the_campaign_and_stops_sending(make_stack):

@@ -145,6 +145,9 @@ class CampaignOut(BaseModel):
     eta_seconds: int | None = Field(description="pending recipients / current_rate, in seconds; null while "
                                     "nothing is being sent")
     paused_reason: str | None
+    waiting_reason: Literal["messaging_limit"] | None = Field(
+        None, description="sending, but waiting for a limit: its shards are parked and go on by themselves")
+    waiting_until: Moment = Field(None, description="when the limit frees room (ISO 8601, UTC)")
     last_error: str | None
     stuck_shards: list[int] = Field(description="shards whose sender lease expired (recovery takes them over)")
     send_at: Moment
@@ -223,11 +226,17 @@ class RecipientOut(BaseModel):
 
 
 class NumberIn(_Strict):
-    model_config = ConfigDict(json_schema_extra={"example": {"throughput_mps": 20}})
+    model_config = ConfigDict(json_schema_extra={"example": {"throughput_mps": 20, "messaging_limit": 2000}})
 
     throughput_mps: Annotated[int, Field(ge=1, le=1000, description=(
         "messages per second Meta allows this number (80 by default, 1 000 after Meta's upgrade, 20 for a "
-        "number shared with the Business app): every campaign sending from it shares it"))]
+        "number shared with the Business app): every campaign sending from it shares it"))] = 80
+    messaging_limit: Annotated[int | None, Field(ge=1, le=10_000_000, description=(
+        "unique users its business portfolio may reach with business-initiated messages in a rolling 24 h "
+        "(Meta's tiers: 250, 2 000, 10 000, 100 000); null: unlimited"))] = None
+    portfolio: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description=(
+        "the business portfolio whose messaging limit this number shares with its other numbers; "
+        "default: the number alone"))] = None
 
 
 class NumberShard(BaseModel):
@@ -243,6 +252,11 @@ class NumberOut(BaseModel):
     configured: bool = Field(description="whether its owner set it (PUT /numbers/{id})")
     in_use_mps: float = Field(description="the sum of the shares of the shards sending from it now")
     sending: list[NumberShard]
+    messaging_limit: int | None = Field(description="its portfolio's unique users a rolling day; null: unlimited")
+    portfolio: str = Field(description="whose messaging limit it counts in (the number's own id by default)")
+    reached_24h: int = Field(description="unique users the portfolio reached in the rolling window")
+    left: int | None = Field(description="users the limit still allows now; null without a limit")
+    next_room_at: Moment = Field(description="when the oldest counted hour leaves the window")
 
 
 class RecipientPage(BaseModel):

@@ -48,6 +48,7 @@ class Budget:
     def __init__(self, phone_number_id: str, shard_key: str, ask: float, owner: str, settings: Settings):
         self.phone_number_id, self.shard_key, self.ask, self.owner = phone_number_id, shard_key, ask, owner
         self.ttl = ENTRY_HEARTBEATS * settings.heartbeat_seconds + settings.clock_skew_seconds
+        self.number: Number | None = None  # the number's item, from the last renewal
 
     def renew(self, now: float | None = None) -> float:
         """Keep this shard's entry, and return its share of the number now."""
@@ -63,6 +64,7 @@ class Budget:
             if not write_if(number, [Number.roster.set({self.shard_key: entry})], Number.roster.does_not_exist(),
                             read_back=True):
                 write_if(number, [Number.roster[self.shard_key].set(entry)], read_back=True)
+        self.number = number  # as the write left it: the limits its owner set, read by the batch
         limit = float(number.throughput_mps or DEFAULT_THROUGHPUT_MPS)
         asks = live_asks(number.roster.as_dict() if hasattr(number.roster, "as_dict") else number.roster, now)
         asks[self.shard_key] = self.ask

@@ -57,6 +57,8 @@ class Settings:
     proof_quiet_seconds: float = 30.0
     proof_wait_seconds: float = 600.0
     proof_recheck_seconds: float = 10.0
+    # The messaging limit's rolling window (campaigns/reach.py): Meta's day.
+    messaging_window_seconds: float = 86400.0
     # Each shard carries at most this many messages/s, so a 1000 mps campaign gets 13 shards.
     shard_rate: int = 80
     # A request body larger than this is refused (413) before it is parsed. Lambda takes at most

@@ -10,13 +10,23 @@ from __future__ import annotations
 import time
 
 from . import lease as leases
-from . import ledger
-from .models import Recipient
+from . import ledger, proof
+from .config import Settings
+from .models import Campaign, Recipient
 from .observability import Metric, count, logger
 from .progress import InDoubtRule, ShardProgress, Sorting, in_doubt_grace_over_before, triage
 from .readahead import ReadAhead
 from .states import InDoubtPolicy
 from .states import RecipientStatus as R
+
+
+def in_doubt_rule(campaign: Campaign, settings: Settings) -> InDoubtRule:
+    """The campaign's in-doubt policy for one batch, with the number's proof as of now (policy auto:
+    a recipient it cannot prove absent yet waits for a later batch)."""
+    policy = InDoubtPolicy(campaign.in_doubt_policy or InDoubtPolicy.AUTO)
+    latest = proof.latest_proven_claim(campaign.phone_number_id) if policy == InDoubtPolicy.AUTO else 0.0
+    return InDoubtRule(policy, settings.in_doubt_grace_seconds, settings.proof_quiet_seconds,
+                       settings.proof_wait_seconds, settings.proof_recheck_seconds, latest)
 
 
 class ShardFeed:

@@ -76,6 +76,17 @@ def pause_for_error(campaign_id: str, reason: str) -> bool:
     return paused is not None
 
 
+def wait_for(campaign_id: str, reason: str, until: float) -> None:
+    """A sending campaign waits for a limit (the messaging limit): its status says why and until when."""
+    write_if(Campaign(*Campaign.key(campaign_id)),
+             [Campaign.waiting_reason.set(reason), Campaign.waiting_until.set(until)],
+             Campaign.status == CampaignStatus.SENDING)
+
+
+def stop_waiting(campaign_id: str) -> None:
+    write_if(Campaign(*Campaign.key(campaign_id)), [Campaign.waiting_reason.remove(), Campaign.waiting_until.remove()])
+
+
 def close_shard(campaign_id: str, shard: int) -> None:
     """The shard has nothing open: take it out of the campaign's open set; the last one completes it."""
     item = Campaign(*Campaign.key(campaign_id))

@@ -123,6 +123,9 @@ class Campaign(_TableModel):
     in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.AUTO.value)
     paused_reason = UnicodeAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
+    # Still `sending`, but waiting for a limit to free room (campaigns.reach): why, and until when.
+    waiting_reason = UnicodeAttribute(null=True)
+    waiting_until = NumberAttribute(null=True)
     send_at = NumberAttribute(null=True)
     # Recipients imported so far: the next one gets this index (it picks shard and seq).
     recipient_count = NumberAttribute(default=0)
@@ -327,6 +330,37 @@ class Number(_TableModel):
     @classmethod
     def key(cls, phone_number_id: str) -> tuple[str, str]:
         return f"NUMBER#{phone_number_id}", "NUMBER"
+
+
+class Reach(_TableModel):
+    """A user a portfolio reached with a business-initiated message, and when (campaigns.reach)."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="REACH")
+    reached_at = NumberAttribute(null=True)
+
+    @classmethod
+    def key(cls, portfolio: str, phone: str) -> tuple[str, str]:
+        return f"REACH#{portfolio}#{phone}", "REACH"
+
+
+class Quota(_TableModel):
+    """A portfolio's unique users reached, counted by hour of the rolling window (campaigns.reach)."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True, default="QUOTA")
+    hours = MapAttribute(null=True)  # the bucket's number (its start / its length) -> users counted in it
+    version = NumberAttribute(null=True)  # the optimistic lock of a batch taking room
+
+    @classmethod
+    def key(cls, portfolio: str) -> tuple[str, str]:
+        return f"PORTFOLIO#{portfolio}", "QUOTA"
 
 
 class NumberProof(_TableModel):

@@ -11,20 +11,42 @@ import time
 
 from pynamodb.exceptions import DoesNotExist
 
+from . import config
 from .budget import DEFAULT_THROUGHPUT_MPS, fair_shares, live_asks
-from .models import Number, write_if
+from .config import Settings
+from .models import Number, Quota, write_if
+from .reach import used_and_next_room
+from .timestamps import iso_utc
 
 
-def configure(phone_number_id: str, throughput_mps: int) -> dict:
+def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | None = None,
+              portfolio: str | None = None) -> dict:
+    """Set the number's limits (all of them: what is left out takes its default)."""
     item = Number(*Number.key(phone_number_id))
     write_if(item, [Number.phone_number_id.set(phone_number_id), Number.throughput_mps.set(throughput_mps),
+                    Number.messaging_limit.set(messaging_limit) if messaging_limit else Number.messaging_limit.remove(),
+                    Number.portfolio.set(portfolio) if portfolio else Number.portfolio.remove(),
                     Number.updated_at.set(time.time())])
     return number_view(phone_number_id)
+
+
+def _reach(item: Number | None, phone_number_id: str, now: float, settings: Settings) -> dict:
+    portfolio = (item.portfolio if item else None) or phone_number_id
+    try:
+        quota = Quota.get(*Quota.key(portfolio), consistent_read=True)
+        hours = quota.hours.as_dict() if quota.hours else {}
+    except DoesNotExist:
+        hours = {}
+    used, frees = used_and_next_room(hours, now, settings.messaging_window_seconds)
+    limit = int(item.messaging_limit) if item and item.messaging_limit else None
+    return {"messaging_limit": limit, "portfolio": portfolio, "reached_24h": used,
+            "left": max(0, limit - used) if limit else None, "next_room_at": iso_utc(frees)}
 
 
 def number_view(phone_number_id: str, now: float | None = None) -> dict:
     """The number's limit and the shards sending from it now, each with its ask and its share."""
     now = time.time() if now is None else now
+    settings = config.settings()
     try:
         item = Number.get(*Number.key(phone_number_id), consistent_read=True)
     except DoesNotExist:
@@ -40,4 +62,5 @@ def number_view(phone_number_id: str, now: float | None = None) -> dict:
         "sending": [{"campaign_id": key.rsplit(":", 1)[0], "shard": int(key.rsplit(":", 1)[1]),
                      "asks_mps": round(asks[key], 2), "share_mps": round(shares[key], 2)}
                     for key in sorted(shares)],
+        **_reach(item, phone_number_id, now, settings),
     }

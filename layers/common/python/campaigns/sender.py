@@ -23,20 +23,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import invoker, lifecycle, proof
+from . import invoker, lifecycle
 from . import lease as leases
 from .achieved import AchievedRate
 from .batch_end import BatchEnd
 from .budget import Budget
 from .config import Settings
-from .feed import ShardFeed
+from .feed import ShardFeed, in_doubt_rule
 from .heartbeat import Beat, Heartbeat
 from .models import Campaign, Recipient, Shard
 from .observability import Metric, count, count_failed, latency_ms, logger
-from .progress import InDoubtRule, ShardProgress, Stop
+from .progress import ShardProgress, Stop
 from .ratelimit import RateLimiter, SendWindow
+from .reach import ReachLimit
 from .sending import Kind, OneSend, Result, whatsapp_client
-from .states import CampaignStatus, InDoubtPolicy
+from .states import CampaignStatus
 from .states import RecipientStatus as R
 from .whatsapp import WhatsAppClient
 
@@ -63,6 +64,7 @@ class ShardBatch:
         self.progress = ShardProgress(cursor=0)  # from the shard's cursor once the lease is taken
         self.limiter: RateLimiter | None = None
         self.budget: Budget | None = None  # the shard's part of its number's throughput
+        self.reach: ReachLimit | None = None  # its portfolio's messaging limit, if its number has one
         self.achieved: AchievedRate | None = None  # made with the limiter, when sending starts
         self.window = SendWindow(settings.max_in_flight)
         self.results: queue.Queue[Result | Beat] = queue.Queue()
@@ -93,10 +95,13 @@ class ShardBatch:
             self.budget = Budget(self.campaign.phone_number_id, f"{self.campaign_id}:{self.shard_no}", per_shard,
                                  self.lease.owner, self.settings)
             self.limiter = RateLimiter(self.budget.renew())
+            self.reach = ReachLimit.of_number(self.budget.number, self.settings)
+            if self.campaign.waiting_reason:
+                lifecycle.stop_waiting(self.campaign_id)  # sending again (waits again if a limit says so)
             self.achieved = AchievedRate()
             self.progress = ShardProgress(cursor=int(shard.cursor))
-            self.feed = ShardFeed(self.lease, self.progress, self.committed_imports, self._in_doubt_rule(),
-                                  self._where())
+            self.feed = ShardFeed(self.lease, self.progress, self.committed_imports,
+                                  in_doubt_rule(self.campaign, self.settings), self._where())
             try:
                 self._send_loop()
             finally:
@@ -108,18 +113,11 @@ class ShardBatch:
         count(Metric.BATCHES_FINISHED)
         return self._report(self.stop.value)
 
-    def _in_doubt_rule(self) -> InDoubtRule:
-        policy = InDoubtPolicy(self.campaign.in_doubt_policy or InDoubtPolicy.AUTO)
-        cfg = self.settings
-        # The number's watermark as of now: a recipient it cannot prove absent yet waits for a later batch.
-        latest = proof.latest_proven_claim(self.campaign.phone_number_id) if policy == InDoubtPolicy.AUTO else 0.0
-        return InDoubtRule(policy, cfg.in_doubt_grace_seconds, cfg.proof_quiet_seconds, cfg.proof_wait_seconds,
-                           cfg.proof_recheck_seconds, latest)
-
     def _send_loop(self) -> None:
         # The client is made before the workers start: one read of the secret, not one per worker.
         client = self._client or whatsapp_client(self.settings, pool_size=self.settings.max_in_flight)
-        self.one_send = OneSend(self.lease, self.limiter, self.campaign, self.settings, client, self._where())
+        self.one_send = OneSend(self.lease, self.limiter, self.campaign, self.settings, client, self._where(),
+                                self.reach)
         freeze_the_heap_once()
         workers = ThreadPoolExecutor(max_workers=self.settings.max_in_flight, thread_name_prefix="send")
         self.heartbeat = Heartbeat(self.lease, self.campaign_id, self.settings, self.results, self.budget)
@@ -133,7 +131,7 @@ class ShardBatch:
                 if rec is not None:
                     self._dispatch(workers, rec)
                 elif self.in_flight:
-                    self._collect(timeout=self._until_heartbeat())
+                    self._collect(timeout=self.heartbeat.until_due())
                 else:
                     self._wait_or_stop()
         finally:
@@ -171,7 +169,7 @@ class ShardBatch:
         if wake - now > self.remaining() - self.settings.stop_margin_seconds:
             self.stop = Stop.WAIT
             return
-        self._collect(timeout=max(0.0, min(wake - now, self._until_heartbeat())))
+        self._collect(timeout=max(0.0, min(wake - now, self.heartbeat.until_due())))
 
     # -- one send (worker threads) -------------------------------------------------------------
 
@@ -220,6 +218,8 @@ class ShardBatch:
             self.progress.wait(rec, until=result.retry_at)
         elif kind == Kind.FATAL:
             self._halt_campaign(result.reason)
+        elif kind == Kind.LIMITED:
+            self._wait_for_room(rec)
         elif kind == Kind.LOST and not self.lease.usable():
             self.stop = self.stop or Stop.LEASE_LOST
 
@@ -234,10 +234,16 @@ class ShardBatch:
                 count(Metric.CAMPAIGNS_PAUSED_FATAL)
                 logger.error("campaign paused by a fatal Graph error", extra={**self._where(), "reason": reason})
 
-    # -- heartbeat (its own thread: campaigns/heartbeat.py) -------------------------------------
+    def _wait_for_room(self, rec: Recipient) -> None:
+        """The messaging limit is reached: stop claiming, park the shard until room frees (no Lambda
+        runs meanwhile), and say so in the campaign's status."""
+        until = self.reach.waiting_until or time.time() + self.settings.proof_recheck_seconds
+        self.progress.park(rec, until=until)
+        if self.stop is None:
+            self.stop = Stop.WAIT
+            lifecycle.wait_for(self.campaign_id, "messaging_limit", until)
 
-    def _until_heartbeat(self) -> float:
-        return self.heartbeat.until_due()
+    # -- heartbeat (its own thread: campaigns/heartbeat.py) -------------------------------------
 
     def _heartbeat_if_due(self) -> None:
         if self.heartbeat.due():

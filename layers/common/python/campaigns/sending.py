@@ -19,6 +19,7 @@ from .graph_errors import ErrorClass, classify
 from .models import Campaign, Recipient, Suppression
 from .observability import logger
 from .ratelimit import RateLimiter, backoff_delay
+from .reach import ReachLimit
 from .whatsapp import Outcome, SendResult, WhatsAppClient, template_payload
 
 
@@ -32,6 +33,7 @@ class Kind(StrEnum):
     THROTTLED = "throttled"  # 130429: back to pending, and the shard slows down
     FATAL = "fatal"  # the campaign cannot go on: it pauses
     LOST = "lost"  # the claim is not (or no longer) this batch's: nothing to record
+    LIMITED = "limited"  # the portfolio's messaging limit is reached: not claimed, still pending
 
 
 # The kinds a recipient ends with (its shard's counters and the batch's progress).
@@ -68,9 +70,10 @@ class OneSend:
     """Sends one recipient for the batch holding `lease`; called on the batch's worker threads."""
 
     def __init__(self, lease: leases.Lease, limiter: RateLimiter, campaign: Campaign, settings: Settings,
-                 client: WhatsAppClient, where: dict):
+                 client: WhatsAppClient, where: dict, reach: ReachLimit | None = None):
         self.lease, self.limiter, self.campaign = lease, limiter, campaign
         self.settings, self.client, self.where = settings, client, where
+        self.reach = reach  # the portfolio's messaging limit, if the number has one
 
     def __call__(self, rec: Recipient) -> Result:
         owner = self.lease.owner
@@ -80,6 +83,8 @@ class OneSend:
         # for a slot (invariant 3). The departure itself is counted after the claim, right before
         # the POST: the claim's latency then cannot bunch POSTs over the provider's limit.
         paced = self.limiter.wait_for_slot()
+        if self.reach is not None and not self.reach.admit(rec.phone):
+            return Result(rec, Kind.LIMITED, reason="messaging limit reached", paced_seconds=paced)
         try:
             claimed = ledger.claim(rec, owner, time.time())
         except Exception as error:  # the store did not answer (a timeout, an error after its retries)

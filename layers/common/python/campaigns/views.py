@@ -82,6 +82,9 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
         # From what is being achieved, not from the pace: a slow provider or store stretches it.
         "eta_seconds": round(counts["pending"] / rate) if rate else None,
         "paused_reason": campaign.paused_reason,
+        # Still sending, but waiting for a limit to free room (the messaging limit), and until when.
+        "waiting_reason": campaign.waiting_reason if campaign.status == "sending" else None,
+        "waiting_until": iso_utc(campaign.waiting_until) if campaign.status == "sending" else None,
         "last_error": campaign.last_error or next((s.last_error for s in shards if s.last_error), None),
         "stuck_shards": stuck,
         **_campaign_times(campaign),
