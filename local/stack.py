@@ -75,6 +75,8 @@ class StackConfig:
     proof_quiet_seconds: float = 3.0
     proof_wait_seconds: float = 60.0
     proof_recheck_seconds: float = 3.0
+    # The messaging limit's rolling window (Meta's day); a test shortens it to see room free up.
+    messaging_window_seconds: float = 86400.0
     backoff_base_seconds: float = 0.2
     backoff_cap_seconds: float = 5.0
     dynamodb_port: int = 0  # the local DynamoDB's; 0 picks a free port
@@ -215,6 +217,7 @@ class LocalStack:
                 "PROOF_QUIET_SECONDS": str(cfg.proof_quiet_seconds),
                 "PROOF_WAIT_SECONDS": str(cfg.proof_wait_seconds),
                 "PROOF_RECHECK_SECONDS": str(cfg.proof_recheck_seconds),
+                "MESSAGING_WINDOW_SECONDS": str(cfg.messaging_window_seconds),
                 "BACKOFF_BASE_SECONDS": str(cfg.backoff_base_seconds),
                 "BACKOFF_CAP_SECONDS": str(cfg.backoff_cap_seconds),
                 "POWERTOOLS_SERVICE_NAME": "campaigns-local",

@@ -193,6 +193,17 @@ MUTATIONS = (
         ("tests/test_sending.py::test_campaigns_on_one_number_share_its_throughput_and_another_number_keeps_its_own",),
     ),
     Mutation(
+        "messaging-limit-ignored", "7 polite to the provider", f"{CAMPAIGNS}/sending.py",
+        (edit("        if self.reach is not None and not self.reach.admit(rec.phone):", "        if False:"),),
+        ("tests/test_sending.py::test_a_campaign_at_its_portfolios_messaging_limit_waits_parked_and_goes_on_as_the_window_rolls",),
+    ),
+    Mutation(
+        "user-counted-twice", "7 polite to the provider", f"{CAMPAIGNS}/reach.py",
+        (edit("                        Reach.reached_at.does_not_exist() | (Reach.reached_at <= now - self.window))",
+              "                        None)"),),
+        ("tests/test_reach.py",),
+    ),
+    Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
         (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
          edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),

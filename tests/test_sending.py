@@ -20,7 +20,7 @@ from campaigns.ratelimit import TRANSIT_SPREAD_SECONDS, RateLimiter
 from campaigns.sending import Kind, OneSend
 from campaigns.whatsapp import WhatsAppClient
 from local.fakegraph import FakeGraph
-from tests.helpers import TEMPLATE, audit, new_campaign, recipients, status, wait_until
+from tests.helpers import TEMPLATE, audit, live_senders, new_campaign, recipients, status, wait_until
 
 
 def completed(campaign):
@@ -400,3 +400,25 @@ def test_campaigns_on_one_number_share_its_throughput_and_another_number_keeps_i
     refused = [r for r in stack.fake.rejected() if r["code"] == 130429 and r["phone_number_id"] == "5550001"]
     assert len(refused) <= 0.02 * 600, len(refused)
     assert numbers.number_view("5550001")["sending"] == []  # each batch gave its share back
+
+
+def test_a_campaign_at_its_portfolios_messaging_limit_waits_parked_and_goes_on_as_the_window_rolls(make_stack):
+    """A 50-recipient campaign on a number whose portfolio may reach 30 users a (shortened) day:
+    exactly 30 reach the provider, the campaign says it waits and until when, no batch runs while it
+    waits, and it goes on by itself once the window frees room."""
+    stack = make_stack(fake_latency_ms=5, messaging_window_seconds=24.0)
+    numbers.configure("5550003", 80, messaging_limit=30)
+    campaign = new_campaign(50, rate=40, phone_number_id="5550003")
+    service.send(campaign.id, settings())
+    answer = wait_until(lambda: (a := status(campaign))["waiting_reason"] and a, 60, "the campaign to wait")
+    assert answer["status"] == "sending" and answer["waiting_reason"] == "messaging_limit"
+    assert len(stack.fake.sends()) == 30 and answer["counts"]["failed"] == 0
+    assert answer["waiting_until"] is not None
+    wait_until(lambda: not live_senders(stack), 30, "no batch running while it waits")
+    assert len(stack.fake.sends()) == 30
+    view = numbers.number_view("5550003")
+    assert (view["reached_24h"], view["left"]) == (30, 0)
+    wait_until(completed(campaign), 90, "the campaign to go on once room frees, and complete")
+    result = audit(campaign, stack.fake)
+    assert result["statuses"] == {"sent": 50} and result["duplicates"] == {}
+    assert status(campaign)["waiting_reason"] is None
