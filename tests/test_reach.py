@@ -25,8 +25,10 @@ def test_the_count_is_of_the_buckets_still_in_the_window_and_room_frees_with_the
 def test_a_limit_admits_that_many_users_counts_a_user_once_and_frees_room_as_the_window_rolls(table):
     clock = Clock(1_000_000.0)
     limit = ReachLimit("p1", 3, WINDOW, clock)
-    assert [limit.admit(f"91980000000{n}") for n in range(4)] == [True, True, True, False]
-    assert limit.admit("919800000001")  # reached within the window already: it counts once
+    phones = ["919800000000", "919800000000", "919800000001", "919800000002", "919800000003"]
+    # The first user reached twice counts once: three users fit, the fourth does not.
+    assert [limit.admit(phone) for phone in phones] == [True, True, True, True, False]
+    assert limit.admit("919800000001")  # at the limit, a user already counted still goes
     assert limit.waiting_until == (1_000_000.0 // 100 + 1) * 100 + WINDOW
     other = ReachLimit("p1", 3, WINDOW, clock)  # another batch of the same portfolio sees the same count
     assert not other.admit("919800000009")
