@@ -865,6 +865,10 @@ def test_a_number_unset_has_metas_default_and_put_sets_its_limit(stack):
     answer = call("PUT", "/numbers/5550001", {"throughput_mps": 20})
     assert answer.status == 200 and answer.body["throughput_mps"] == 20.0 and answer.body["configured"]
     assert call("GET", "/numbers/5550001").body["throughput_mps"] == 20.0
+    call("PUT", "/numbers/5550002", {"throughput_mps": 1000, "messaging_limit": 2000, "portfolio": "acme"})
+    listed = call("GET", "/numbers").body["items"]
+    assert [(n["phone_number_id"], n["throughput_mps"], n["messaging_limit"], n["portfolio"]) for n in listed] == [
+        ("5550001", 20.0, None, "5550001"), ("5550002", 1000.0, 2000, "acme")]
 
 
 @pytest.mark.parametrize(("path", "body", "field"), [

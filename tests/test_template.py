@@ -51,6 +51,7 @@ API_ROUTES = {
     ("POST", "/campaigns/{id}/resume"),
     ("POST", "/campaigns/{id}/cancel"),
     ("POST", "/campaigns/{id}/retry-failed"),
+    ("GET", "/numbers"),
     ("PUT", "/numbers/{phone_number_id}"),
     ("GET", "/numbers/{phone_number_id}"),
     ("GET", "/openapi.json"),

@@ -37,6 +37,7 @@ from campaigns.api_models import (
     ImportReport,
     ImportRequest,
     NumberIn,
+    NumberList,
     NumberOut,
     RecipientPage,
     RetryOut,
@@ -359,6 +360,16 @@ def put_number(phone_number_id: str, body: Annotated[NumberIn, Body()]):
 )
 def get_number(phone_number_id: str):
     return edge.json_answer(200, numbers.number_view(_phone_number_id(phone_number_id)))
+
+
+@app.get(
+    "/numbers",
+    summary="The numbers configured, each with its limits and who sends from it now",
+    responses={**_ok(200, NumberList, "the numbers"), **_errors(422)},
+    tags=["numbers"],
+)
+def list_numbers():
+    return edge.json_answer(200, {"items": numbers.list_numbers()})
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -259,6 +259,10 @@ class NumberOut(BaseModel):
     next_room_at: Moment = Field(description="when the oldest counted hour leaves the window")
 
 
+class NumberList(BaseModel):
+    items: list[NumberOut]
+
+
 class RecipientPage(BaseModel):
     items: list[RecipientOut]
     next: str | None

@@ -37,6 +37,7 @@ from .states import CampaignStatus, InDoubtPolicy, RecipientStatus
 DUE_SHARD = "shard"
 DUE_CAMPAIGN = "campaign"
 LIST_CAMPAIGNS = "CAMPAIGN"
+LIST_NUMBERS = "NUMBER"
 
 
 class _Meta:
@@ -326,6 +327,10 @@ class Number(_TableModel):
     updated_at = NumberAttribute(null=True)
     # shard key (campaign:shard) -> {"ask": its rate, "owner": its batch, "until": when it stops counting}
     roster = MapAttribute(null=True)
+    # Set when its owner configures it: GET /numbers lists the numbers configured, oldest first.
+    list_pk = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute(null=True)
+    listing = ListIndex()
 
     @classmethod
     def key(cls, phone_number_id: str) -> tuple[str, str]:

@@ -14,9 +14,9 @@ from pynamodb.exceptions import DoesNotExist
 from . import config
 from .budget import DEFAULT_THROUGHPUT_MPS, fair_shares, live_asks
 from .config import Settings
-from .models import Number, Quota, write_if
+from .models import LIST_NUMBERS, Number, Quota, write_if
 from .reach import used_and_next_room
-from .timestamps import iso_utc
+from .timestamps import iso_utc, now_iso
 
 
 def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | None = None,
@@ -26,8 +26,14 @@ def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | 
     write_if(item, [Number.phone_number_id.set(phone_number_id), Number.throughput_mps.set(throughput_mps),
                     Number.messaging_limit.set(messaging_limit) if messaging_limit else Number.messaging_limit.remove(),
                     Number.portfolio.set(portfolio) if portfolio else Number.portfolio.remove(),
-                    Number.updated_at.set(time.time())])
+                    Number.updated_at.set(time.time()), Number.list_pk.set(LIST_NUMBERS),
+                    Number.created_at.set(Number.created_at | now_iso())])
     return number_view(phone_number_id)
+
+
+def list_numbers() -> list[dict]:
+    """The numbers their owners configured, oldest first, each as number_view shows it."""
+    return [number_view(item.phone_number_id) for item in Number.listing.query(LIST_NUMBERS)]
 
 
 def _reach(item: Number | None, phone_number_id: str, now: float, settings: Settings) -> dict:
