@@ -206,6 +206,36 @@ def cmd_recipients(client: Client, args, out: IO[str]) -> int:
     return 0
 
 
+def describe_number(n: dict) -> str:
+    """One number on a few lines: its limits, who has its throughput, what its messaging limit leaves."""
+    lines = [f"{n['phone_number_id']}: {n['throughput_mps']:g} msg/s ({'set' if n['configured'] else 'default'}), "
+             f"{n['in_use_mps']:g} given out to {len(n['sending'])} shard(s)"]
+    lines += [f"  campaign {s['campaign_id']} shard {s['shard']}: {s['share_mps']:g} of the {s['asks_mps']:g} msg/s "
+              f"it asks" for s in n["sending"]]
+    if n.get("messaging_limit"):
+        lines.append(f"  messaging limit of portfolio {n['portfolio']}: {n['reached_24h']} of {n['messaging_limit']} "
+                     f"users reached in 24 h, {n['left']} left" +
+                     (f", next room at {n['next_room_at']}" if n.get("next_room_at") else ""))
+    return "\n".join(lines)
+
+
+def cmd_numbers(client: Client, args, out: IO[str]) -> int:
+    if args.set:
+        limits = {"throughput_mps": args.throughput, "messaging_limit": args.messaging_limit,
+                  "portfolio": args.portfolio}
+        answer = client.set_number(args.id, {k: v for k, v in limits.items() if v is not None})
+        items = [answer]
+    elif args.id:
+        items = [client.number(args.id)]
+    else:
+        items = client.numbers()["items"]
+    if args.json:
+        print(json.dumps(items if not args.id else items[0]), file=out)
+        return 0
+    print("\n".join(describe_number(n) for n in items) if items else "no number configured", file=out)
+    return 0
+
+
 # -- the parser ------------------------------------------------------------------------------------------
 
 
@@ -228,8 +258,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--components", metavar="JSON_FILE",
                         help="the template's components as Graph takes them (default: a body with {{1}}..{{n}})")
     create.add_argument("--rate", type=int, default=80, help="messages per second (default %(default)s)")
-    create.add_argument("--in-doubt-policy", choices=("skip", "resend"), default="skip",
-                        help="a send nobody can prove after a crash: skip (at most once) or resend")
+    create.add_argument("--in-doubt-policy", choices=("auto", "skip", "resend"), default="auto",
+                        help="a send a crash left in doubt: auto (sent again only once the status webhooks "
+                             "prove it never arrived), skip (at most once) or resend (after the grace period)")
     create.add_argument("--send", action="store_true", help="start sending right away")
     create.set_defaults(run=cmd_create)
 
@@ -256,6 +287,15 @@ def parser() -> argparse.ArgumentParser:
     recipients.add_argument("--limit", type=int, default=100)
     recipients.add_argument("--next")
     recipients.set_defaults(run=cmd_recipients)
+
+    numbers = commands.add_parser("numbers", help="numbers: their limits, who has their throughput, the messaging "
+                                  "limit left (one number with ID; --set to configure it)")
+    numbers.add_argument("id", nargs="?", help="a phone number id (default: every number configured)")
+    numbers.add_argument("--set", action="store_true", help="set the number's limits (PUT /numbers/ID)")
+    numbers.add_argument("--throughput", type=int, default=80, help="with --set: msg/s Meta allows (default 80)")
+    numbers.add_argument("--messaging-limit", type=int, help="with --set: unique users its portfolio may reach a day")
+    numbers.add_argument("--portfolio", help="with --set: the portfolio whose messaging limit it shares")
+    numbers.set_defaults(run=cmd_numbers)
     return root
 
 

@@ -154,6 +154,15 @@ class Client:
     def get(self, campaign_id: str) -> dict:
         return self.request("GET", f"/campaigns/{campaign_id}")
 
+    def number(self, phone_number_id: str) -> dict:
+        return self.request("GET", f"/numbers/{phone_number_id}")
+
+    def numbers(self) -> dict:
+        return self.request("GET", "/numbers")
+
+    def set_number(self, phone_number_id: str, limits: dict) -> dict:
+        return self.request("PUT", f"/numbers/{phone_number_id}", json=limits)
+
     def list(self, status: str | None = None, limit: int = 20, next_token: str | None = None) -> dict:
         params = {"limit": limit, **({"status": status} if status else {}), **({"next": next_token} if next_token else {})}
         return self.request("GET", "/campaigns", params=params)

@@ -61,6 +61,7 @@ class Dashboard:
         self._thread: threading.Thread | None = None
         self.samples_taken = 0
         self.last_error: str | None = None
+        self._numbers_seen: list[dict] = []  # the numbers' budgets, from the last sample
 
     # -- life cycle
 
@@ -109,11 +110,26 @@ class Dashboard:
             )
             if due:
                 self._fetch(campaign_id, track, now)
+        numbers = self._numbers()
         with self._lock:
             self._order = order
+            self._numbers_seen = numbers
             for stale in set(self._tracks) - set(order):
                 del self._tracks[stale]
         self.samples_taken += 1
+
+    def _numbers(self) -> list[dict]:
+        """The numbers configured, and those the campaigns sending now send from: each one's budget and
+        who has it (GET /numbers, GET /numbers/{id})."""
+        status, page = self.gateway.call_api("GET", "/numbers")
+        found = {n["phone_number_id"]: n for n in (page.get("items") or [])} if status == 200 else {}
+        for track in self._tracks.values():
+            number = (track.status or {}).get("phone_number_id")
+            if (track.status or {}).get("status") == "sending" and number and number not in found:
+                status, view = self.gateway.call_api("GET", f"/numbers/{number}")
+                if status == 200:
+                    found[number] = view
+        return [found[n] for n in sorted(found)]
 
     def _fetch(self, campaign_id: str, track: _Track, now: float) -> None:
         status, campaign = self.gateway.call_api("GET", f"/campaigns/{campaign_id}")
@@ -180,6 +196,7 @@ class Dashboard:
             "samples_taken": self.samples_taken,
             "sampler_error": self.last_error,
             "campaigns": campaigns,
+            "numbers": list(self._numbers_seen),
             "invocations": invocations,
             "recent_failures": failures,
         }

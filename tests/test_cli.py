@@ -154,3 +154,16 @@ def test_requests_to_the_deployed_api_carry_a_sigv4_signature_for_execute_api():
     other = auth(requests.Request("POST", prepared.url, data=body + " ",
                                   headers={"Content-Type": "application/json", "Idempotency-Key": "k1"}).prepare())
     assert other.headers["Authorization"].split("Signature=")[1] != authorization.split("Signature=")[1]
+
+
+def test_numbers_are_set_shown_and_listed(api):
+    url = api.gateway.url
+    assert run(url, "numbers")[1].strip() == "no number configured"
+    code, out = run(url, "numbers", "5550001", "--set", "--throughput", "20", "--messaging-limit", "2000",
+                    "--portfolio", "acme")
+    assert code == 0
+    assert "5550001: 20 msg/s (set), 0 given out to 0 shard(s)" in out
+    assert "messaging limit of portfolio acme: 0 of 2000 users reached in 24 h, 2000 left" in out
+    assert json.loads(run(url, "--json", "numbers", "5550001")[1])["throughput_mps"] == 20.0
+    assert [n["phone_number_id"] for n in json.loads(run(url, "--json", "numbers")[1])] == ["5550001"]
+    assert run(url, "numbers", "5550001", "--set", "--throughput", "0")[0] == 1  # the API's 422, one line

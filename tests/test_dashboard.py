@@ -106,7 +106,8 @@ def test_the_dashboard_shows_a_running_campaign(stack, tmp_path):
 
     def fed():
         feed = requests.get(f"{url}/_local/metrics", timeout=30).json()
-        return next((c for c in feed["campaigns"] if c["id"] == campaign_id and c["counts"]["sent"] >= 20), None)
+        found = next((c for c in feed["campaigns"] if c["id"] == campaign_id and c["counts"]["sent"] >= 20), None)
+        return found and {**found, "numbers_feed": feed["numbers"]}
 
     before = wait_until(fed, 60, "the feed to show some sends")
     assert len(before["series"]["t"]) >= 2 and before["status"] == "sending"
@@ -131,6 +132,10 @@ def test_the_dashboard_shows_a_running_campaign(stack, tmp_path):
     assert re.fullmatch(r"achieved [\d.]+ msg/s", shown["figures"]["achieved"])
     assert shown["figures"]["pace"] in (f"pace {round(20 / (1 + TRANSIT_SPREAD_SECONDS), 2):g} msg/s", "pace 0 msg/s")  # 0 once it has finished
     assert re.search(r"sender pid \d+ · running", dom), "the live sender is listed"
+    # The number it sends from, with its budget and who has it (the feed read while it sent).
+    number = next(n for n in before["numbers_feed"] if n["phone_number_id"] == "1234567890")
+    assert [(s["campaign_id"], s["share_mps"]) for s in number["sending"]] == [(campaign_id, 20.0)]
+    assert 'data-number="1234567890"' in dom
 
 
 class _Answers:
