@@ -26,6 +26,7 @@ SCRIPTS = [
     ["bench.recovery"],
     ["bench.in_doubt"],
     ["bench.in_doubt", "--webhooks"],
+    ["bench.numbers"],
     ["bench.scale"],
     ["bench.store_query"],
     ["bench.stores"],
