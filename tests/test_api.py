@@ -533,6 +533,7 @@ def test_send_runs_the_campaign_to_completion(stack):
     campaign = create(recipients=rows(*range(6)))
     answer = call("POST", f"/campaigns/{campaign['id']}/send")
     assert answer.status == 200 and answer.body["status"] in ("sending", "completed")
+    assert answer.body["fits_now"] is None  # its number has no messaging limit
     done = wait_until(lambda: (s := call("GET", f"/campaigns/{campaign['id']}").body)["status"] == "completed" and s,
                       timeout=60, what="the campaign to complete")
     assert done["counts"]["sent"] == 6 and done["counts"]["pending"] == 0 and done["progress"] == 1.0

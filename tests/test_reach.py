@@ -41,3 +41,16 @@ def test_batches_take_room_in_chunks_and_never_past_the_limit_together(table):
     batches = [ReachLimit("p2", CHUNK + 5, WINDOW, clock) for _ in range(3)]
     admitted = sum(b.admit(f"9198{n:08d}") for n in range(100) for b in batches[n % 3:n % 3 + 1])
     assert admitted == CHUNK + 5
+
+
+def test_send_is_told_how_many_fit_the_limit_now(table):
+    from campaigns import numbers
+    from campaigns.config import settings
+
+    numbers.configure("5550007", 80, messaging_limit=CHUNK + 5)
+    limit = ReachLimit("5550007", CHUNK + 5, settings().messaging_window_seconds)
+    assert limit.admit("919800000001") and limit.admit("919800000002")
+    # The room a sending batch has taken counts as reached (a chunk), so that others never overrun it.
+    assert numbers.fits_now("5550007", pending=10) == 5
+    assert numbers.fits_now("5550007", pending=2) == 2
+    assert numbers.fits_now("5550008", pending=10) is None  # no limit set

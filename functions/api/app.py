@@ -261,7 +261,9 @@ def _action_route(action: str, summary: str):
 @_action_route("send", "Start sending (draft or scheduled → sending); sender batches start at once")
 def send(id: str):
     service.send(_campaign_id(id), settings())
-    return edge.json_answer(200, views.campaign_status(id, settings()))
+    status = views.campaign_status(id, settings())
+    return edge.json_answer(200, {**status, "fits_now": numbers.fits_now(status["phone_number_id"],
+                                                                         status["counts"]["pending"])})
 
 
 @_action_route("pause", "Pause a sending campaign (batches stop at their next heartbeat)")

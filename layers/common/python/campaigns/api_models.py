@@ -148,6 +148,8 @@ class CampaignOut(BaseModel):
     waiting_reason: Literal["messaging_limit"] | None = Field(
         None, description="sending, but waiting for a limit: its shards are parked and go on by themselves")
     waiting_until: Moment = Field(None, description="when the limit frees room (ISO 8601, UTC)")
+    fits_now: int | None = Field(None, description="`send`'s answer only: how many of the pending recipients "
+                                 "its portfolio's messaging limit lets through now (null: no limit)")
     last_error: str | None
     stuck_shards: list[int] = Field(description="shards whose sender lease expired (recovery takes them over)")
     send_at: Moment

@@ -31,6 +31,12 @@ def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | 
     return number_view(phone_number_id)
 
 
+def fits_now(phone_number_id: str, pending: int) -> int | None:
+    """How many of `pending` recipients the number's messaging limit lets through now (None: no limit)."""
+    left = number_view(phone_number_id)["left"]
+    return None if left is None else min(pending, left)
+
+
 def list_numbers() -> list[dict]:
     """The numbers their owners configured, oldest first, each as number_view shows it."""
     return [number_view(item.phone_number_id) for item in Number.listing.query(LIST_NUMBERS)]
