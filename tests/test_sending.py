@@ -422,3 +422,20 @@ def test_a_campaign_at_its_portfolios_messaging_limit_waits_parked_and_goes_on_a
     result = audit(campaign, stack.fake)
     assert result["statuses"] == {"sent": 50} and result["duplicates"] == {}
     assert status(campaign)["waiting_reason"] is None
+
+
+def test_pause_resume_and_cancel_work_while_a_campaign_waits_for_its_messaging_limit(make_stack):
+    stack = make_stack(fake_latency_ms=5)
+    numbers.configure("5550004", 80, messaging_limit=10)
+    campaign = new_campaign(20, rate=40, phone_number_id="5550004")
+    service.send(campaign.id, settings())
+    wait_until(lambda: status(campaign)["waiting_reason"] == "messaging_limit", 60, "the campaign to wait")
+    service.pause(campaign.id)
+    assert (status(campaign)["status"], status(campaign)["waiting_reason"]) == ("paused", None)
+    service.resume(campaign.id, settings())  # its shards start again, find no room, and wait again
+    wait_until(lambda: (s := status(campaign))["status"] == "sending" and s["waiting_reason"] == "messaging_limit",
+               60, "the resumed campaign to wait again")
+    service.cancel(campaign.id)
+    assert status(campaign)["status"] == "cancelled"
+    wait_until(lambda: not live_senders(stack), 30, "no batch running")
+    assert len(stack.fake.sends()) == 10  # never past the limit through all of it
