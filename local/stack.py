@@ -218,6 +218,7 @@ class LocalStack:
                 "PROOF_WAIT_SECONDS": str(cfg.proof_wait_seconds),
                 "PROOF_RECHECK_SECONDS": str(cfg.proof_recheck_seconds),
                 "MESSAGING_WINDOW_SECONDS": str(cfg.messaging_window_seconds),
+                "SECRET_PREFIX": f"{cfg.table_name}/",  # the local stack's name, as a deployed stack's
                 "BACKOFF_BASE_SECONDS": str(cfg.backoff_base_seconds),
                 "BACKOFF_CAP_SECONDS": str(cfg.backoff_cap_seconds),
                 "POWERTOOLS_SERVICE_NAME": "campaigns-local",

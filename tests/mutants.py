@@ -204,6 +204,11 @@ MUTATIONS = (
         ("tests/test_reach.py",),
     ),
     Mutation(
+        "number-token-ignored", "8 errors classified once", f"{CAMPAIGNS}/sender.py",
+        (edit("        secret = self.budget.number.secret if self.budget.number else None", "        secret = None"),),
+        ("tests/test_sending.py::test_a_number_of_another_account_sends_with_its_own_token",),
+    ),
+    Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
         (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
          edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),

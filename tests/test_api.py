@@ -860,7 +860,7 @@ def test_created_campaign_item_is_what_the_service_reads(stack):
 def test_a_number_unset_has_metas_default_and_put_sets_its_limit(stack):
     answer = call("GET", "/numbers/5550001")
     assert answer.status == 200
-    assert answer.body == {"phone_number_id": "5550001", "throughput_mps": 80.0, "configured": False,
+    assert answer.body == {"phone_number_id": "5550001", "throughput_mps": 80.0, "configured": False, "secret": None,
                            "in_use_mps": 0.0, "sending": [], "messaging_limit": None, "portfolio": "5550001",
                            "reached_24h": 0, "left": None, "next_room_at": None}
     answer = call("PUT", "/numbers/5550001", {"throughput_mps": 20})

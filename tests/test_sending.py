@@ -20,6 +20,7 @@ from campaigns.ratelimit import TRANSIT_SPREAD_SECONDS, RateLimiter
 from campaigns.sending import Kind, OneSend
 from campaigns.whatsapp import WhatsAppClient
 from local.fakegraph import FakeGraph
+from local.storage import create_secret
 from tests.helpers import TEMPLATE, audit, live_senders, new_campaign, recipients, status, wait_until
 
 
@@ -439,3 +440,19 @@ def test_pause_resume_and_cancel_work_while_a_campaign_waits_for_its_messaging_l
     assert status(campaign)["status"] == "cancelled"
     wait_until(lambda: not live_senders(stack), 30, "no batch running")
     assert len(stack.fake.sends()) == 10  # never past the limit through all of it
+
+
+def test_a_number_of_another_account_sends_with_its_own_token(make_stack):
+    """The number's secret (under the stack's prefix) holds its own token: its campaigns send with it."""
+    stack = make_stack(fake_latency_ms=5)
+    name = f"{stack.config.table_name}/numbers/5550005"
+    create_secret(stack.moto.url, {"access_token": "other-account-token"}, name=name)
+    numbers.configure("5550005", 80, secret=name)
+    stack.fake.configure(token="other-account-token")  # the provider takes that account's token only now
+    campaign = new_campaign(20, phone_number_id="5550005")
+    service.send(campaign.id, settings())
+    wait_until(completed(campaign), 60, "the campaign to complete with the number's token")
+    assert audit(campaign, stack.fake)["statuses"] == {"sent": 20}
+    with pytest.raises(service.Unprocessable) as refused:  # a secret the functions may not read
+        numbers.configure("5550005", 80, secret="someone-else/their-secret")
+    assert refused.value.field == "secret"

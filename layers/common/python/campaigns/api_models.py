@@ -239,6 +239,9 @@ class NumberIn(_Strict):
     portfolio: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description=(
         "the business portfolio whose messaging limit this number shares with its other numbers; "
         "default: the number alone"))] = None
+    secret: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9/_+=.@-]{1,512}$", description=(
+        "for a number of another account: the name of the Secrets Manager secret holding its access token "
+        "(JSON {\"access_token\": ...}), under the stack's prefix (<stack name>/...); default: the stack's secret"))] = None
 
 
 class NumberShard(BaseModel):
@@ -252,6 +255,7 @@ class NumberOut(BaseModel):
     phone_number_id: str
     throughput_mps: float = Field(description="the number's limit: what its owner set, else Meta's default (80)")
     configured: bool = Field(description="whether its owner set it (PUT /numbers/{id})")
+    secret: str | None = Field(description="the name of the secret its token is read from; null: the stack's")
     in_use_mps: float = Field(description="the sum of the shares of the shards sending from it now")
     sending: list[NumberShard]
     messaging_limit: int | None = Field(description="its portfolio's unique users a rolling day; null: unlimited")

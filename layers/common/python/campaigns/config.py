@@ -57,6 +57,9 @@ class Settings:
     proof_quiet_seconds: float = 30.0
     proof_wait_seconds: float = 600.0
     proof_recheck_seconds: float = 10.0
+    # A number of another account sends with its own token, in a secret whose name starts with this
+    # (the stack's name and a slash: the functions may read only those; PUT /numbers refuses others).
+    secret_prefix: str = ""
     # The messaging limit's rolling window (campaigns/reach.py): Meta's day.
     messaging_window_seconds: float = 86400.0
     # Each shard carries at most this many messages/s, so a 1000 mps campaign gets 13 shards.
@@ -135,8 +138,9 @@ def reload() -> Settings:
     return settings()
 
 
-def whatsapp_secret(settings: Settings) -> dict:
-    """The JSON secret {access_token, app_secret, verify_token}, cached for five minutes."""
+def whatsapp_secret(settings: Settings, name: str | None = None) -> dict:
+    """The JSON secret {access_token, app_secret, verify_token} (the stack's, or a number's own
+    `name`), cached for five minutes."""
     from aws_lambda_powertools.utilities import parameters
 
-    return parameters.get_secret(settings.whatsapp_secret_arn, transform="json", max_age=300)
+    return parameters.get_secret(name or settings.whatsapp_secret_arn, transform="json", max_age=300)

@@ -14,18 +14,24 @@ from pynamodb.exceptions import DoesNotExist
 from . import config
 from .budget import DEFAULT_THROUGHPUT_MPS, fair_shares, live_asks
 from .config import Settings
+from .errors import Unprocessable
 from .models import LIST_NUMBERS, Number, Quota, write_if
 from .reach import used_and_next_room
 from .timestamps import iso_utc, now_iso
 
 
 def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | None = None,
-              portfolio: str | None = None) -> dict:
-    """Set the number's limits (all of them: what is left out takes its default)."""
+              portfolio: str | None = None, secret: str | None = None) -> dict:
+    """Set the number's limits and token (all of them: what is left out takes its default)."""
+    prefix = config.settings().secret_prefix
+    if secret and not (prefix and secret.startswith(prefix)):
+        raise Unprocessable(f"secret must be the name of a secret under {prefix or 'the stack prefix'!r} "
+                            "(the functions may read no other)", field="secret")
     item = Number(*Number.key(phone_number_id))
     write_if(item, [Number.phone_number_id.set(phone_number_id), Number.throughput_mps.set(throughput_mps),
                     Number.messaging_limit.set(messaging_limit) if messaging_limit else Number.messaging_limit.remove(),
                     Number.portfolio.set(portfolio) if portfolio else Number.portfolio.remove(),
+                    Number.secret.set(secret) if secret else Number.secret.remove(),
                     Number.updated_at.set(time.time()), Number.list_pk.set(LIST_NUMBERS),
                     Number.created_at.set(Number.created_at | now_iso())])
     return number_view(phone_number_id)
@@ -70,6 +76,7 @@ def number_view(phone_number_id: str, now: float | None = None) -> dict:
         "phone_number_id": phone_number_id,
         "throughput_mps": limit,
         "configured": bool(item and item.throughput_mps),
+        "secret": item.secret if item else None,  # its name: the token itself is never shown
         "in_use_mps": round(sum(shares.values()), 2),
         "sending": [{"campaign_id": key.rsplit(":", 1)[0], "shard": int(key.rsplit(":", 1)[1]),
                      "asks_mps": round(asks[key], 2), "share_mps": round(shares[key], 2)}

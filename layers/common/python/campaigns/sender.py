@@ -115,7 +115,8 @@ class ShardBatch:
 
     def _send_loop(self) -> None:
         # The client is made before the workers start: one read of the secret, not one per worker.
-        client = self._client or whatsapp_client(self.settings, pool_size=self.settings.max_in_flight)
+        secret = self.budget.number.secret if self.budget.number else None  # a number of another account
+        client = self._client or whatsapp_client(self.settings, self.settings.max_in_flight, secret)
         self.one_send = OneSend(self.lease, self.limiter, self.campaign, self.settings, client, self._where(),
                                 self.reach)
         freeze_the_heap_once()

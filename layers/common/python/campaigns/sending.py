@@ -57,11 +57,16 @@ class Result:
 _clients: dict[str, WhatsAppClient] = {}
 
 
-def whatsapp_client(settings: Settings, pool_size: int) -> WhatsAppClient:
-    """One pooled client per process and token: warm invocations reuse its connections."""
-    token = whatsapp_secret(settings)["access_token"]
+MAX_CLIENTS = 8  # tokens a warm process keeps a pooled client for (numbers of other accounts)
+
+
+def whatsapp_client(settings: Settings, pool_size: int, secret: str | None = None) -> WhatsAppClient:
+    """One pooled client per process and token (the stack's, or the number's own `secret`): warm
+    invocations reuse its connections; a rotated token gets a new one."""
+    token = whatsapp_secret(settings, secret)["access_token"]
     if token not in _clients:
-        _clients.clear()
+        if len(_clients) >= MAX_CLIENTS:
+            _clients.clear()
         _clients[token] = WhatsAppClient(settings, token, pool_size=pool_size)
     return _clients[token]
 
