@@ -209,6 +209,13 @@ MUTATIONS = (
         ("tests/test_sending.py::test_a_number_of_another_account_sends_with_its_own_token",),
     ),
     Mutation(
+        "event-resumes-a-persons-pause", "8 errors classified once", f"{CAMPAIGNS}/provider_events.py",
+        (edit("            if campaign.paused_by == PAUSED_BY_PROVIDER:", "            if True:"),
+         edit("        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER)",
+              "        service.resume(campaign_id, settings)")),
+        ("tests/test_sending.py::test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_only_those",),
+    ),
+    Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
         (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
          edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),

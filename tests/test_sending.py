@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
+import requests
 from pynamodb.exceptions import UpdateError
 
 from campaigns import achieved, heartbeat, invoker, ledger, lifecycle, numbers, sender, service
@@ -20,6 +22,7 @@ from campaigns.ratelimit import TRANSIT_SPREAD_SECONDS, RateLimiter
 from campaigns.sending import Kind, OneSend
 from campaigns.whatsapp import WhatsAppClient
 from local.fakegraph import FakeGraph
+from local.fakegraph.wire import signature_header
 from local.storage import create_secret
 from tests.helpers import TEMPLATE, audit, live_senders, new_campaign, recipients, status, wait_until
 
@@ -456,3 +459,43 @@ def test_a_number_of_another_account_sends_with_its_own_token(make_stack):
     with pytest.raises(service.Unprocessable) as refused:  # a secret the functions may not read
         numbers.configure("5550005", 80, secret="someone-else/their-secret")
     assert refused.value.field == "secret"
+
+
+def _post_signed(stack, payload: dict) -> None:
+    body = json.dumps(payload).encode()
+    answer = requests.post(f"{stack.gateway.url}/webhook", data=body, timeout=10, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": signature_header(body, stack.secret["app_secret"])})
+    assert answer.status_code == 200, answer.text
+
+
+def template_event(event: str, title: str | None = None) -> dict:
+    """A `message_template_status_update` webhook as Meta posts it (docs/api.md, Webhook)."""
+    value = {"event": event, "message_template_id": 1234, "message_template_name": TEMPLATE["name"],
+             "message_template_language": TEMPLATE["language"], "reason": "LOW_QUALITY"}
+    if title:
+        value["other_info"] = {"title": title, "description": "the template's quality improved"}
+    return {"object": "whatsapp_business_account",
+            "entry": [{"id": "waba-1", "time": 1796000000,
+                       "changes": [{"field": "message_template_status_update", "value": value}]}]}
+
+
+def test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_only_those(make_stack):
+    stack = make_stack(api_port=0, fake_latency_ms=5, fake_webhook_failed_ratio=0.0)
+    stack.start_gateway(dashboard=False)
+    by_meta, by_person = new_campaign(300, rate=20), new_campaign(300, rate=20)
+    for campaign in (by_meta, by_person):
+        service.send(campaign.id, settings())
+    wait_until(lambda: len(stack.fake.sends()) >= 10, 30, "some sends")
+    service.pause(by_person.id)
+    _post_signed(stack, template_event("PAUSED"))
+    answer = wait_until(lambda: (s := status(by_meta))["status"] == "paused" and s, 30, "the provider's pause")
+    assert answer["paused_by"] == "provider" and "PAUSED by Meta" in answer["paused_reason"]
+    wait_until(lambda: not live_senders(stack), 30, "its batches to stop")
+    sent_while_paused = len(stack.fake.sends())
+    _post_signed(stack, template_event("APPROVED", title="UNPAUSE"))
+    wait_until(completed(by_meta), 60, "the campaign Meta paused to go on by itself and complete")
+    assert status(by_person)["status"] == "paused" and status(by_person)["paused_by"] == "person"
+    result = audit(by_meta, stack.fake)
+    assert result["statuses"] == {"sent": 300} and result["duplicates"] == {}
+    # Nothing of the person's campaign went out after its batches stopped.
+    assert sum(1 for s in stack.fake.sends() if s["callback"].startswith(by_person.id)) <= sent_while_paused

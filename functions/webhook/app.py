@@ -11,7 +11,7 @@ import json
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
-from campaigns import edge, statuses
+from campaigns import edge, provider_events, statuses
 from campaigns.config import settings, whatsapp_secret
 from campaigns.observability import Metric, count, logger, metrics, tracer
 
@@ -52,6 +52,8 @@ def receive():
     except (ValueError, UnicodeDecodeError):
         return edge.error_answer(400, "malformed_json", "the body is not valid JSON", "body")
     outcomes = statuses.apply_all(payload)
+    for value in provider_events.template_events_of(payload):  # Meta paused or reinstated a template
+        provider_events.apply_template_event(value, settings())
     total = sum(outcomes.values())
     if total:
         count(Metric.WEBHOOK_STATUSES, total)

@@ -145,6 +145,9 @@ class CampaignOut(BaseModel):
     eta_seconds: int | None = Field(description="pending recipients / current_rate, in seconds; null while "
                                     "nothing is being sent")
     paused_reason: str | None
+    paused_by: Literal["person", "provider", "error"] | None = Field(
+        None, description="who paused it: a person, the provider (Meta paused its template: its event resumes it), "
+        "or a campaign-fatal error")
     waiting_reason: Literal["messaging_limit"] | None = Field(
         None, description="sending, but waiting for a limit: its shards are parked and go on by themselves")
     waiting_until: Moment = Field(None, description="when the limit frees room (ISO 8601, UTC)")

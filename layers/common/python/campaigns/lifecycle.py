@@ -49,10 +49,11 @@ def _refused(campaign_id: str, what: str) -> Conflict:
     return Conflict(f"cannot {what} a campaign that is {current.status}", current_status=current.status)
 
 
-def transition(campaign_id: str, action: str, extra_actions: list | None = None) -> Campaign:
-    """Apply a person's action (states.CAMPAIGN_ACTIONS); 409 with the current status if illegal."""
+def transition(campaign_id: str, action: str, extra_actions: list | None = None, condition=None) -> Campaign:
+    """Apply a person's action (states.CAMPAIGN_ACTIONS); 409 with the current status if illegal
+    (or if `condition`, a further one, does not hold)."""
     sources, target = CAMPAIGN_ACTIONS[action]
-    item = _write_status(campaign_id, sources, target, list(extra_actions or []))
+    item = _write_status(campaign_id, sources, target, list(extra_actions or []), condition)
     if item is None:
         raise _refused(campaign_id, action)
     return item
@@ -67,12 +68,19 @@ def update_while(campaign_id: str, sources: Iterable[CampaignStatus], what: str,
     return item
 
 
-def pause_for_error(campaign_id: str, reason: str) -> bool:
+# Graph errors that mean Meta itself acted (a template paused or disabled for its quality, the spam
+# limit, a restricted account): the pause is the provider's, and its event resumes it (provider_events).
+PAUSED_BY_META = frozenset({132015, 132016, 131048, 368})
+
+
+def pause_for_error(campaign_id: str, reason: str, code: int | None = None) -> bool:
     """A campaign-fatal Graph error: sending -> paused with the reason; False if it was not sending."""
     sources, target = CAMPAIGN_ACTIONS["pause"]
     reason = reason[:500]
+    by = "provider" if code in PAUSED_BY_META else "error"
     paused = _write_status(campaign_id, sources, target,
-                           [Campaign.paused_reason.set(reason), Campaign.last_error.set(reason)])
+                           [Campaign.paused_reason.set(reason), Campaign.last_error.set(reason),
+                            Campaign.paused_by.set(by)])
     return paused is not None
 
 

@@ -123,6 +123,7 @@ class Campaign(_TableModel):
     shard_count = NumberAttribute(default=1)
     in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.AUTO.value)
     paused_reason = UnicodeAttribute(null=True)
+    paused_by = UnicodeAttribute(null=True)  # "person", "provider" (Meta paused its template), "error"
     last_error = UnicodeAttribute(null=True)
     # Still `sending`, but waiting for a limit to free room (campaigns.reach): why, and until when.
     waiting_reason = UnicodeAttribute(null=True)

@@ -218,18 +218,18 @@ class ShardBatch:
             rec.status = R.PENDING.value
             self.progress.wait(rec, until=result.retry_at)
         elif kind == Kind.FATAL:
-            self._halt_campaign(result.reason)
+            self._halt_campaign(result.reason, result.code)
         elif kind == Kind.LIMITED:
             self._wait_for_room(rec)
         elif kind == Kind.LOST and not self.lease.usable():
             self.stop = self.stop or Stop.LEASE_LOST
 
-    def _halt_campaign(self, reason: str) -> None:
+    def _halt_campaign(self, reason: str, code: int | None) -> None:
         """A campaign-fatal error: pause the campaign with the reason, stop claiming."""
         if self.stop != Stop.HALTED:
             self.stop = Stop.HALTED
             self.halt_reason = reason
-            paused = lifecycle.pause_for_error(self.campaign_id, reason)
+            paused = lifecycle.pause_for_error(self.campaign_id, reason, code)
             if paused:
                 leases.request_halt(self.campaign_id, range(int(self.campaign.shard_count)))
                 count(Metric.CAMPAIGNS_PAUSED_FATAL)

@@ -50,6 +50,7 @@ class Result:
     latency_ms: float = 0.0
     error_class: ErrorClass | None = None
     reason: str = ""
+    code: int | None = None  # the Graph error's code, if it was one
     paced_seconds: float = 0.0  # waiting for its rate slot
     work_seconds: float = 0.0  # holding its window slot, not counting the wait for its rate slot
 
@@ -144,7 +145,8 @@ class OneSend:
         code, message = int(response.code), response.message
         if error_class == ErrorClass.FATAL:
             ledger.unclaim(rec, owner, None, count_attempt=False)
-            return Result(rec, Kind.FATAL, error_class=error_class, reason=f"Graph error {code}: {message}")
+            return Result(rec, Kind.FATAL, error_class=error_class, reason=f"Graph error {code}: {message}",
+                          code=code)
         if error_class == ErrorClass.THROTTLED:
             retry_at = now + backoff_delay(0, self.settings.backoff_base_seconds, self.settings.backoff_cap_seconds)
             ledger.unclaim(rec, owner, retry_at, count_attempt=False)

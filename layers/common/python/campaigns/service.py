@@ -174,8 +174,11 @@ def start_scheduled(campaign_id: str, settings: Settings) -> bool:
         return False
 
 
-def pause(campaign_id: str) -> Campaign:
-    return _halting(transition(campaign_id, "pause", [Campaign.paused_reason.set("paused by request")]))
+def pause(campaign_id: str, reason: str = "paused by request", by: str = "person") -> Campaign:
+    """`by`: a person (the API), or the provider (a template event): only the provider's pauses are
+    resumed by the provider's events."""
+    return _halting(transition(campaign_id, "pause", [Campaign.paused_reason.set(reason[:500]),
+                                                      Campaign.paused_by.set(by)]))
 
 
 def cancel(campaign_id: str) -> Campaign:
@@ -189,13 +192,19 @@ def _halting(campaign: Campaign) -> Campaign:
     return campaign
 
 
-def resume(campaign_id: str, settings: Settings) -> Campaign:
-    """Sending again: the status first, then the shards (see ShardBatch._restart_if_resumed)."""
+def resume(campaign_id: str, settings: Settings, only_if_paused_by: str | None = None) -> Campaign:
+    """Sending again: the status first, then the shards (see ShardBatch._restart_if_resumed).
+    `only_if_paused_by`: an event resumes only the pauses of its own kind (never a person's)."""
     campaign = get_campaign(campaign_id)
     _require(campaign, CAMPAIGN_ACTIONS["resume"][0], "resume")
+    if only_if_paused_by and campaign.paused_by != only_if_paused_by:
+        raise Conflict(f"campaign {campaign_id} was paused by {campaign.paused_by or 'a person'}",
+                       current_status=campaign.status)
     shards = _open_shards(campaign)
     wake(campaign_id, shards)
-    item = transition(campaign_id, "resume", [Campaign.paused_reason.remove()])
+    condition = (Campaign.paused_by == only_if_paused_by) if only_if_paused_by else None
+    item = transition(campaign_id, "resume", [Campaign.paused_reason.remove(), Campaign.paused_by.remove()],
+                      condition)
     start_shards(campaign_id, shards, settings)
     return item
 
