@@ -216,6 +216,12 @@ MUTATIONS = (
         ("tests/test_sending.py::test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_only_those",),
     ),
     Mutation(
+        "send-window-ignored", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
+        (edit("        if self.hours is None or self.hours.is_open(now := time.time()):",
+              "        if True:"),),
+        ("tests/test_sending.py::test_outside_its_send_window_a_campaign_sends_nothing_and_says_until_when_it_waits",),
+    ),
+    Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
         (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
          edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),

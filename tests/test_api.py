@@ -883,3 +883,20 @@ def test_a_number_unset_has_metas_default_and_put_sets_its_limit(stack):
 def test_a_bad_number_setting_is_422_naming_the_field_and_writes_nothing(stack, path, body, field):
     assert_error(call("PUT", path, body), 422, field=field)
     assert call("GET", "/numbers/5550001").body["configured"] is False
+
+
+@pytest.mark.parametrize(("window", "field"), [
+    ({"start": "09:00", "end": "20:00", "timezone": "Mars/Olympus"}, "send_window.timezone"),
+    ({"start": "9:00", "end": "20:00", "timezone": "UTC"}, "send_window.start"),
+    ({"start": "09:00", "end": "09:00", "timezone": "UTC"}, "send_window.end"),
+    ({"start": "09:00", "end": "20:00", "timezone": "UTC", "days": ["someday"]}, "send_window.days[0]"),
+])
+def test_a_bad_send_window_is_422_naming_its_field_and_creates_nothing(stack, window, field):
+    assert_error(call("POST", "/campaigns", campaign_body(send_window=window)), 422, field=field)
+    assert call("GET", "/campaigns").body["items"] == []
+
+
+def test_a_send_window_is_kept_and_shown(stack):
+    window = {"start": "22:00", "end": "06:00", "timezone": "Asia/Kolkata", "days": ["fri", "sat"]}
+    created = call("POST", "/campaigns", campaign_body(send_window=window))
+    assert created.status == 201 and created.body["send_window"] == window

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -499,3 +500,23 @@ def test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_onl
     assert result["statuses"] == {"sent": 300} and result["duplicates"] == {}
     # Nothing of the person's campaign went out after its batches stopped.
     assert sum(1 for s in stack.fake.sends() if s["callback"].startswith(by_person.id)) <= sent_while_paused
+
+
+def test_outside_its_send_window_a_campaign_sends_nothing_and_says_until_when_it_waits(make_stack):
+    stack = make_stack(fake_latency_ms=5)
+    now = datetime.now(UTC)
+    opens, closes = now + timedelta(hours=2), now + timedelta(hours=3)
+    spec = service.CampaignSpec(name="window", phone_number_id="1234567890", template=TEMPLATE, rate=20,
+                                send_window={"start": opens.strftime("%H:%M"), "end": closes.strftime("%H:%M"),
+                                             "timezone": "UTC"})
+    campaign = service.create_campaign(spec, settings())
+    service.add_recipients(campaign.id, [service.RecipientRow(phone=f"91987{n:07d}") for n in range(10)])
+    service.send(campaign.id, settings())
+    answer = wait_until(lambda: (s := status(campaign))["waiting_reason"] and s, 30, "the campaign to wait")
+    assert (answer["status"], answer["waiting_reason"]) == ("sending", "send_window")
+    opening = datetime.fromisoformat(answer["waiting_until"])
+    assert opening.strftime("%H:%M") == opens.strftime("%H:%M") and opening > now
+    wait_until(lambda: not live_senders(stack), 30, "no batch running while it waits")
+    assert stack.fake.sends() == []
+    shard = Shard.get(*Shard.key(campaign.id, 0), consistent_read=True)
+    assert shard.due_at == opening.timestamp()  # recovery starts it again at the opening

@@ -186,6 +186,7 @@ def create_campaign(
         rate=body.rate,
         in_doubt_policy=body.in_doubt_policy,
         send_at=body.send_at.timestamp() if body.send_at else None,
+        send_window=body.send_window.model_dump(exclude_none=True) if body.send_window else None,
     )
     headers = {}
     if idempotency_key:

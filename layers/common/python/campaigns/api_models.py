@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -63,6 +64,33 @@ class RecipientIn(_Strict):
     variables: list[str] = Field(default_factory=list, description="one value per {{n}}, in order")
 
 
+class SendWindowIn(_Strict):
+    """The hours a campaign may send in, in its audience's time zone (campaigns.windows)."""
+
+    start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM, opening")]
+    end: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description=(
+        "HH:MM, closing; before `start`: the window runs across midnight"))]
+    timezone: Annotated[str, Field(min_length=1, max_length=64, description="an IANA zone, e.g. Asia/Kolkata")]
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        None, min_length=1, description="the days it opens on (default: every day)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone") from None
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _not_empty(cls, value: str, info) -> str:
+        if value == info.data.get("start"):
+            raise ValueError("end equals start: the window would never open")
+        return value
+
+
 class CreateCampaign(_Strict):
     model_config = ConfigDict(json_schema_extra={"example": {
         "name": "Diwali offer", "phone_number_id": "1234567890",
@@ -79,6 +107,8 @@ class CreateCampaign(_Strict):
         InDoubtPolicy.AUTO, description="a send that may or may not have happened (its batch died with it on the "
         "wire): auto (default: sent again only once status webhooks prove it never reached Meta), skip (at most "
         "once: never sent again) or resend (at least once: sent again after the grace period without proof)")
+    send_window: SendWindowIn | None = Field(None, description=(
+        "the hours it may send in; outside them its shards park and it goes on by itself at the opening"))
     send_at: datetime | None = Field(
         None, description="start time: ISO 8601 with a time zone, or epoch seconds; must be in the future "
         "(the campaign is then `scheduled`)")
@@ -145,10 +175,11 @@ class CampaignOut(BaseModel):
     eta_seconds: int | None = Field(description="pending recipients / current_rate, in seconds; null while "
                                     "nothing is being sent")
     paused_reason: str | None
+    send_window: SendWindowIn | None = Field(None, description="the hours it may send in (null: any time)")
     paused_by: Literal["person", "provider", "error"] | None = Field(
         None, description="who paused it: a person, the provider (Meta paused its template: its event resumes it), "
         "or a campaign-fatal error")
-    waiting_reason: Literal["messaging_limit"] | None = Field(
+    waiting_reason: Literal["messaging_limit", "send_window"] | None = Field(
         None, description="sending, but waiting for a limit: its shards are parked and go on by themselves")
     waiting_until: Moment = Field(None, description="when the limit frees room (ISO 8601, UTC)")
     fits_now: int | None = Field(None, description="`send`'s answer only: how many of the pending recipients "

@@ -84,6 +84,14 @@ def pause_for_error(campaign_id: str, reason: str, code: int | None = None) -> b
     return paused is not None
 
 
+def halt_for_error(campaign_id: str, shard_count: int, reason: str, code: int | None, where: dict) -> None:
+    """Pause the campaign for a campaign-fatal error and ask every shard's batch to look now."""
+    if pause_for_error(campaign_id, reason, code):
+        leases.request_halt(campaign_id, range(shard_count))
+        count(Metric.CAMPAIGNS_PAUSED_FATAL)
+        logger.error("campaign paused by a fatal Graph error", extra={**where, "reason": reason})
+
+
 def wait_for(campaign_id: str, reason: str, until: float) -> None:
     """A sending campaign waits for a limit (the messaging limit): its status says why and until when."""
     write_if(Campaign(*Campaign.key(campaign_id)),

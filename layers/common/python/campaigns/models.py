@@ -118,6 +118,8 @@ class Campaign(_TableModel):
     name = UnicodeAttribute()
     phone_number_id = UnicodeAttribute()
     template = JSONAttribute()
+    # The hours it may send in (campaigns.windows): {start, end, timezone, days}; None: any time.
+    send_window = JSONAttribute(null=True)
     status = UnicodeAttribute(default=CampaignStatus.DRAFT.value)
     rate = NumberAttribute(default=80)
     shard_count = NumberAttribute(default=1)

@@ -151,6 +151,10 @@ class ShardProgress:
         self.open(rec)
         self.parked_until = min(self.parked_until or until, until)
 
+    def park_shard(self, until: float) -> None:
+        """The whole shard waits (a limit, a window): looked at again no later than `until`."""
+        self.parked_until = min(self.parked_until or until, until)
+
     def due(self, now: float) -> Recipient | None:
         """The waiting recipient whose time has come, if any."""
         if self.waiting and self.waiting[0][0] <= now:

@@ -40,6 +40,7 @@ from .sending import Kind, OneSend, Result, whatsapp_client
 from .states import CampaignStatus
 from .states import RecipientStatus as R
 from .whatsapp import WhatsAppClient
+from .windows import SendHours
 
 
 class ShardBatch:
@@ -65,6 +66,7 @@ class ShardBatch:
         self.limiter: RateLimiter | None = None
         self.budget: Budget | None = None  # the shard's part of its number's throughput
         self.reach: ReachLimit | None = None  # its portfolio's messaging limit, if its number has one
+        self.hours: SendHours | None = None  # the campaign's send window, if it has one
         self.achieved: AchievedRate | None = None  # made with the limiter, when sending starts
         self.window = SendWindow(settings.max_in_flight)
         self.results: queue.Queue[Result | Beat] = queue.Queue()
@@ -96,6 +98,7 @@ class ShardBatch:
                                  self.lease.owner, self.settings)
             self.limiter = RateLimiter(self.budget.renew())
             self.reach = ReachLimit.of_number(self.budget.number, self.settings)
+            self.hours = SendHours.of(self.campaign.send_window)
             if self.campaign.waiting_reason:
                 lifecycle.stop_waiting(self.campaign_id)  # sending again (waits again if a limit says so)
             self.achieved = AchievedRate()
@@ -128,6 +131,8 @@ class ShardBatch:
                 if self.remaining() < self.settings.stop_margin_seconds:
                     self.stop = Stop.TIME
                     break
+                if self._window_closed():
+                    break
                 rec = self.feed.next_ready()
                 if rec is not None:
                     self._dispatch(workers, rec)
@@ -158,7 +163,7 @@ class ShardBatch:
             self.stop = self.stop or Stop.LEASE_LOST
             return
         self.in_flight += 1
-        workers.submit(self._send_one_reporting, rec)
+        workers.submit(self.one_send.reporting_to, self.results, rec)
 
     def _wait_or_stop(self) -> None:
         """Nothing ready and nothing in flight: finish, wait for a retry, or leave it to recovery."""
@@ -171,18 +176,6 @@ class ShardBatch:
             self.stop = Stop.WAIT
             return
         self._collect(timeout=max(0.0, min(wake - now, self.heartbeat.until_due())))
-
-    # -- one send (worker threads) -------------------------------------------------------------
-
-    def _send_one_reporting(self, rec: Recipient) -> None:
-        started = time.monotonic()
-        try:
-            result = self.one_send(rec)
-        except Exception as error:  # a store error: the claim stays and a takeover settles it
-            logger.exception("send failed unexpectedly", extra={**self._where(), "seq": rec.seq})
-            result = Result(rec, Kind.LOST, reason=str(error))
-        result.work_seconds = time.monotonic() - started - result.paced_seconds
-        self.results.put(result)
 
     # -- results (main thread) ---------------------------------------------------------------
 
@@ -227,22 +220,28 @@ class ShardBatch:
     def _halt_campaign(self, reason: str, code: int | None) -> None:
         """A campaign-fatal error: pause the campaign with the reason, stop claiming."""
         if self.stop != Stop.HALTED:
-            self.stop = Stop.HALTED
-            self.halt_reason = reason
-            paused = lifecycle.pause_for_error(self.campaign_id, reason, code)
-            if paused:
-                leases.request_halt(self.campaign_id, range(int(self.campaign.shard_count)))
-                count(Metric.CAMPAIGNS_PAUSED_FATAL)
-                logger.error("campaign paused by a fatal Graph error", extra={**self._where(), "reason": reason})
+            self.stop, self.halt_reason = Stop.HALTED, reason
+            lifecycle.halt_for_error(self.campaign_id, int(self.campaign.shard_count), reason, code, self._where())
 
     def _wait_for_room(self, rec: Recipient) -> None:
-        """The messaging limit is reached: stop claiming, park the shard until room frees (no Lambda
-        runs meanwhile), and say so in the campaign's status."""
-        until = self.reach.waiting_until or time.time() + self.settings.proof_recheck_seconds
-        self.progress.park(rec, until=until)
+        """The messaging limit is reached: the recipient stays open, and the shard waits for room."""
+        self.progress.open(rec)
+        self._park("messaging_limit", self.reach.waiting_until or time.time() + self.settings.proof_recheck_seconds)
+
+    def _window_closed(self) -> bool:
+        """Outside the campaign's send window: the shard waits for its opening."""
+        if self.hours is None or self.hours.is_open(now := time.time()):
+            return False
+        self._park("send_window", self.hours.next_opening(now))
+        return True
+
+    def _park(self, reason: str, until: float) -> None:
+        """Stop claiming; the shard is let go until `until` (no Lambda runs meanwhile: recovery starts
+        it again then), and the campaign's status says why."""
+        self.progress.park_shard(until)
         if self.stop is None:
             self.stop = Stop.WAIT
-            lifecycle.wait_for(self.campaign_id, "messaging_limit", until)
+            lifecycle.wait_for(self.campaign_id, reason, until)
 
     # -- heartbeat (its own thread: campaigns/heartbeat.py) -------------------------------------
 

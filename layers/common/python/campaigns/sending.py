@@ -107,6 +107,18 @@ class OneSend:
         result.paced_seconds = paced
         return result
 
+    def reporting_to(self, results, rec: Recipient) -> None:
+        """Send `rec` on this worker thread and put its Result on the batch's queue, how long it held
+        its window slot with it (not counting the wait for its rate slot)."""
+        started = time.monotonic()
+        try:
+            result = self(rec)
+        except Exception as error:  # a store error: the claim stays and a takeover settles it
+            logger.exception("send failed unexpectedly", extra={**self.where, "seq": rec.seq})
+            result = Result(rec, Kind.LOST, reason=str(error))
+        result.work_seconds = time.monotonic() - started - result.paced_seconds
+        results.put(result)
+
     def _claim_unanswered(self, rec: Recipient, owner: str, error: Exception) -> Result:
         """Nothing was sent, whether or not the claim landed: give the recipient back and retry it.
 

@@ -39,6 +39,7 @@ class CampaignSpec:
     rate: int = 80
     in_doubt_policy: str = InDoubtPolicy.AUTO
     send_at: float | None = None
+    send_window: dict | None = None  # campaigns.windows: the hours it may send in
 
 
 @dataclass
@@ -70,6 +71,7 @@ def create_campaign(spec: CampaignSpec, settings: Settings, campaign_id: str | N
         in_doubt_policy=spec.in_doubt_policy,
         status=(CampaignStatus.SCHEDULED if scheduled else CampaignStatus.DRAFT).value,
         send_at=spec.send_at,
+        send_window=spec.send_window,
         created_at=now_iso(),
         updated_at=now_iso(),
     )
