@@ -15,7 +15,7 @@ from campaignctl.client import DEFAULT_API_URL, ApiError, Client, Unreachable
 
 ACTIONS = ("send", "pause", "resume", "cancel", "retry-failed")
 ACTIVE = ("sending", "scheduled")
-COUNT_NAMES = ("pending", "sent", "delivered", "read", "failed", "in_doubt", "skipped")
+COUNT_NAMES = ("pending", "sent", "delivered", "read", "failed", "in_doubt", "skipped", "expired")
 BAR_WIDTH = 30
 
 
@@ -54,7 +54,7 @@ def template_for(name: str, language: str, variables: int, components_file: str 
 def progress_bar(campaign: dict, width: int = BAR_WIDTH) -> str:
     counts = campaign.get("counts") or {}
     total = int(campaign.get("total") or 0)
-    done = sum(int(counts.get(k) or 0) for k in ("sent", "failed", "skipped", "in_doubt"))
+    done = sum(int(counts.get(k) or 0) for k in ("sent", "failed", "skipped", "in_doubt", "expired"))
     filled = int(width * done / total) if total else 0
     achieved = campaign.get("current_rate") or 0  # what the provider accepted over the last seconds
     pace = campaign.get("pace") or 0  # what the rate limiters allow: a ceiling
@@ -80,6 +80,8 @@ def describe(campaign: dict) -> str:
                if campaign.get(f"{name}_at")]
     if campaign.get("send_at"):
         moments.insert(1, f"scheduled for {campaign['send_at']}")
+    if campaign.get("expires_at"):
+        moments.append(f"expires {campaign['expires_at']}")
     lines.append("  " + " · ".join(moments))
     if campaign.get("stuck_shards"):
         lines.append(f"  stuck shards: {campaign['stuck_shards']} (recovery takes them over)")
@@ -115,6 +117,8 @@ def cmd_create(client: Client, args, out: IO[str]) -> int:
         "rate": args.rate,
         "in_doubt_policy": args.in_doubt_policy,
     }
+    if args.expires_at:
+        spec["expires_at"] = args.expires_at
     campaign = client.create(spec)
     campaign_id = campaign["id"]
     try:
@@ -261,6 +265,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--in-doubt-policy", choices=("auto", "skip", "resend"), default="auto",
                         help="a send a crash left in doubt: auto (sent again only once the status webhooks "
                              "prove it never arrived), skip (at most once) or resend (after the grace period)")
+    create.add_argument("--expires-at", metavar="ISO_8601",
+                        help="no send starts after it (e.g. 2030-01-31T20:00:00+05:30): what is pending then "
+                             "ends expired")
     create.add_argument("--send", action="store_true", help="start sending right away")
     create.set_defaults(run=cmd_create)
 
@@ -283,7 +290,7 @@ def parser() -> argparse.ArgumentParser:
 
     recipients = commands.add_parser("recipients", help="a campaign's recipients and their Graph error codes")
     recipients.add_argument("id")
-    recipients.add_argument("--status", choices=("pending", "sending", "sent", "failed", "skipped", "in_doubt"))
+    recipients.add_argument("--status", choices=("pending", "sending", "sent", "failed", "skipped", "in_doubt", "expired"))
     recipients.add_argument("--limit", type=int, default=100)
     recipients.add_argument("--next")
     recipients.set_defaults(run=cmd_recipients)

@@ -217,9 +217,19 @@ MUTATIONS = (
     ),
     Mutation(
         "send-window-ignored", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
-        (edit("        if self.hours is None or self.hours.is_open(now := time.time()):",
-              "        if True:"),),
+        (edit("        if self.hours is None or self.hours.is_open(now):", "        if True:"),),
         ("tests/test_sending.py::test_outside_its_send_window_a_campaign_sends_nothing_and_says_until_when_it_waits",),
+    ),
+    Mutation(
+        "sends-after-expiry", "1 nothing lost", f"{CAMPAIGNS}/sending.py",
+        (edit("        return windows.expired(self.campaign.expires_at, time.time())", "        return False"),),
+        ("tests/test_sending.py::test_after_its_expiry_a_campaign_sends_nothing_and_the_rest_ends_expired",),
+    ),
+    Mutation(
+        "expired-left-pending", "1 nothing lost", f"{CAMPAIGNS}/batch_end.py",
+        (edit("        elif decided == Ending.EXPIRE and self._expire_pending():",
+              "        elif decided == Ending.EXPIRE and False:"),),
+        ("tests/test_sending.py::test_after_its_expiry_a_campaign_sends_nothing_and_the_rest_ends_expired",),
     ),
     Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",

@@ -160,7 +160,7 @@ def test_create_draft(stack):
     assert answer.headers["location"] == f"/campaigns/{body['id']}"
     assert body["rate"] == 80 and body["in_doubt_policy"] == "auto" and body["total"] == 0
     assert set(body["counts"]) == {"pending", "sending", "sent", "delivered", "read", "failed", "in_doubt",
-                                   "skipped"}
+                                   "skipped", "expired"}
     assert call("GET", f"/campaigns/{body['id']}").body["status"] == "draft"
 
 
@@ -225,6 +225,12 @@ BAD_CREATES = [
     ("send_at epoch in the past", campaign_body(send_at=1_000_000), 422, "validation_error", "send_at"),
     ("send_at without a zone", campaign_body(send_at="2099-01-01T09:00:00"), 422, "validation_error", "send_at"),
     ("send_at not a time", campaign_body(send_at="tomorrow"), 422, "validation_error", "send_at"),
+    ("expires_at in the past", campaign_body(expires_at="2020-01-01T00:00:00Z"), 422, "validation_error",
+     "expires_at"),
+    ("expires_at without a zone", campaign_body(expires_at="2099-01-01T09:00:00"), 422, "validation_error",
+     "expires_at"),
+    ("expires_at before send_at", campaign_body(send_at=time.time() + 7200, expires_at=time.time() + 3600),
+     422, "validation_error", "expires_at"),
     ("unknown field", campaign_body(sendAt="2099-01-01T09:00:00Z"), 422, "validation_error", "sendAt"),
     ("recipient phone not a string", campaign_body(recipients=[{"phone": 919876543210, "variables": ["a", "b"]}]),
      422, "validation_error", "recipients[0].phone"),
@@ -900,3 +906,10 @@ def test_a_send_window_is_kept_and_shown(stack):
     window = {"start": "22:00", "end": "06:00", "timezone": "Asia/Kolkata", "days": ["fri", "sat"]}
     created = call("POST", "/campaigns", campaign_body(send_window=window))
     assert created.status == 201 and created.body["send_window"] == window
+
+
+def test_an_expiry_is_kept_and_shown_in_the_status_and_the_list(stack):
+    created = create(expires_at="2099-01-01T09:30:00+05:30")
+    assert created["expires_at"] == "2099-01-01T04:00:00.000+00:00" and created["counts"]["expired"] == 0
+    listed = call("GET", "/campaigns").body["items"]
+    assert [c["expires_at"] for c in listed if c["id"] == created["id"]] == ["2099-01-01T04:00:00.000+00:00"]

@@ -169,6 +169,15 @@ def test_the_shard_is_due_again_at_its_earliest_wait_or_parked_grace_else_now():
     assert progress.cursor() == 1  # parked and waiting recipients are open
 
 
+def test_a_shard_of_a_campaign_that_expires_is_due_again_no_later_than_its_expiry():
+    progress = ShardProgress(cursor=0, deadline=NOW + 60)
+    progress.park_shard(NOW + 3600)  # its send window opens in an hour: the expiry comes first
+    assert progress.due_again(NOW) == NOW + 60
+    progress.wait(recipient(1), until=NOW + 5)
+    assert progress.due_again(NOW) == NOW + 5
+    assert ShardProgress(cursor=0, deadline=NOW + 60).due_again(NOW) == NOW
+
+
 # -- the end of a batch -------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("stop", "made_progress", "expected"), [
@@ -179,6 +188,7 @@ def test_the_shard_is_due_again_at_its_earliest_wait_or_parked_grace_else_now():
     (Stop.TIME, True, Ending.HAND_OFF),
     (Stop.TIME, False, Ending.RELEASE),  # no progress: no self-continuation loop
     (Stop.WAIT, True, Ending.RELEASE),
+    (Stop.EXPIRED, False, Ending.EXPIRE),
 ])
 def test_how_a_stopped_batch_ends(stop, made_progress, expected):
     assert ending(stop, made_progress) == expected

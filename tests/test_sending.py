@@ -520,3 +520,24 @@ def test_outside_its_send_window_a_campaign_sends_nothing_and_says_until_when_it
     assert stack.fake.sends() == []
     shard = Shard.get(*Shard.key(campaign.id, 0), consistent_read=True)
     assert shard.due_at == opening.timestamp()  # recovery starts it again at the opening
+
+
+def test_after_its_expiry_a_campaign_sends_nothing_and_the_rest_ends_expired(make_stack):
+    stack = make_stack(fake_latency_ms=5)
+    expires_at = time.time() + 8
+    spec = service.CampaignSpec(name="offer", phone_number_id="1234567890", template=TEMPLATE, rate=2,
+                                expires_at=expires_at)
+    campaign = service.create_campaign(spec, settings())
+    service.add_recipients(campaign.id, [service.RecipientRow(phone=f"91987{n:07d}") for n in range(60)])
+    service.send(campaign.id, settings())
+    answer = wait_until(lambda: (s := status(campaign))["status"] == "completed" and s, 60, "the campaign to complete")
+    sends = [s for s in stack.fake.sends() if s["callback"].startswith(campaign.id)]
+    assert sends and max(s["at"] for s in sends) < expires_at  # nothing reached the provider after it
+    counts = answer["counts"]
+    assert counts["sent"] == len(sends) and counts["expired"] == 60 - len(sends) > 0
+    assert counts["pending"] == counts["sending"] == 0
+    by_status = Counter(r.status for r in recipients(campaign))
+    assert by_status == {"sent": len(sends), "expired": 60 - len(sends)}
+    assert all(r.expired_at >= expires_at - TRANSIT_SPREAD_SECONDS for r in recipients(campaign)
+               if r.status == "expired")
+    assert datetime.fromisoformat(answer["expires_at"]).timestamp() == pytest.approx(expires_at, abs=0.001)

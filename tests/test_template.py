@@ -20,9 +20,11 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pynamodb.models
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
+from campaigns import models
 from campaigns.config import Settings
 from campaigns.observability import NAMESPACE, Metric
 
@@ -661,3 +663,13 @@ def test_samconfig_environments(sam):
     assert config["prod"]["deploy"]["parameters"]["confirm_changeset"] is True
     assert _overrides(config["prod"]["deploy"]["parameters"]["parameter_overrides"])["Stage"] == "prod"
     assert len(stacks) >= 2, "dev and prod are different stacks"
+
+
+def test_only_items_meant_to_vanish_carry_the_tables_ttl_attribute(sam):
+    """DynamoDB deletes an item once its TTL attribute's time has passed: a campaign storing its
+    expires_at under that name would be deleted at its expiry."""
+    ttl = sam["Resources"]["CampaignsTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"]
+    carrying = {name for name, model in vars(models).items()
+                if isinstance(model, type) and issubclass(model, pynamodb.models.Model)
+                and ttl in {attr.attr_name for attr in model.get_attributes().values()}}
+    assert carrying == {"ImportLock"}

@@ -187,6 +187,7 @@ def create_campaign(
         in_doubt_policy=body.in_doubt_policy,
         send_at=body.send_at.timestamp() if body.send_at else None,
         send_window=body.send_window.model_dump(exclude_none=True) if body.send_window else None,
+        expires_at=body.expires_at.timestamp() if body.expires_at else None,
     )
     headers = {}
     if idempotency_key:

@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .models import Shard
+
 # The trailing window the achieved rate is measured over. Long enough that a send more or less at
 # its edges moves an 80-mps figure by 0.25 % per send (a batch holds up to MAX_IN_FLIGHT sends
 # between the provider's answer and the count, so the figure can lag by that many), short enough
@@ -46,6 +48,11 @@ class AchievedRate:
         self._forget_before(now - self.window)
         span = min(self.window, now - self._started)
         return len(self._accepted) / span if span > 0 else 0.0
+
+    def shard_actions(self, pace: float) -> list:
+        """The shard item's live figures, stamped now: this rate and the limiter's `pace`."""
+        return [Shard.achieved_rate.set(round(self.rate(), 2)), Shard.pace.set(round(pace, 2)),
+                Shard.measured_at.set(time.time())]
 
     def _forget_before(self, start: float) -> None:
         while self._accepted and self._accepted[0] <= start:

@@ -112,15 +112,18 @@ class CreateCampaign(_Strict):
     send_at: datetime | None = Field(
         None, description="start time: ISO 8601 with a time zone, or epoch seconds; must be in the future "
         "(the campaign is then `scheduled`)")
+    expires_at: datetime | None = Field(
+        None, description="no send starts after it (ISO 8601 with a time zone, or epoch seconds; in the future, "
+        "after send_at): recipients still pending then end `expired` and the campaign completes")
     recipients: list[RecipientIn] | None = Field(
         None, description="inline recipients, as POST /campaigns/{id}/recipients takes them; all must be "
         "valid or nothing is created")
 
-    @field_validator("send_at")
+    @field_validator("send_at", "expires_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
+    def _aware(cls, value: datetime | None, info) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("send_at needs a time zone, e.g. 2030-01-31T09:30:00Z or +05:30")
+            raise ValueError(f"{info.field_name} needs a time zone, e.g. 2030-01-31T09:30:00Z or +05:30")
         return value
 
 
@@ -141,6 +144,7 @@ class Counts(BaseModel):
     failed: int
     in_doubt: int
     skipped: int
+    expired: int = Field(description="still pending when the campaign's expires_at passed: never sent")
 
 
 class InDoubtResolution(BaseModel):
@@ -182,6 +186,7 @@ class CampaignOut(BaseModel):
     waiting_reason: Literal["messaging_limit", "send_window"] | None = Field(
         None, description="sending, but waiting for a limit: its shards are parked and go on by themselves")
     waiting_until: Moment = Field(None, description="when the limit frees room (ISO 8601, UTC)")
+    expires_at: Moment = Field(None, description="no send starts after it; what is pending then ends expired")
     fits_now: int | None = Field(None, description="`send`'s answer only: how many of the pending recipients "
                                  "its portfolio's messaging limit lets through now (null: no limit)")
     last_error: str | None
@@ -226,6 +231,7 @@ class CampaignSummary(BaseModel):
     recipients_reserved: int
     paused_reason: str | None
     send_at: Moment
+    expires_at: Moment = None
     created_at: datetime = Field(description="ISO 8601, UTC")
     started_at: Moment
     completed_at: Moment
@@ -252,6 +258,7 @@ class RecipientOut(BaseModel):
     delivered_at: Moment
     read_at: Moment
     failed_at: Moment
+    expired_at: Moment
     in_doubt_at: Moment
     proven_at: Moment = Field(description="when a status webhook proved this in-doubt send happened")
     absent_proven_at: Moment = Field(description="when the webhooks proved this in-doubt send never reached "

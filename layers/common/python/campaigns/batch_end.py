@@ -44,7 +44,9 @@ class BatchEnd:
             self._finish_shard()
         elif decided == Ending.HAND_OFF:
             self._hand_off()
-        else:  # RELEASE, or FINISH with work still open after all
+        elif decided == Ending.EXPIRE and self._expire_pending():
+            self._finish_shard()
+        else:  # RELEASE, or FINISH or EXPIRE with work still open after all
             self._release(due_at=self.progress.due_again(time.time()))
 
     def _release(self, due_at: float | None) -> None:
@@ -74,6 +76,25 @@ class BatchEnd:
             if rec.import_id in self.committed_imports and rec.status in (R.PENDING, R.SENDING):
                 return False
         return True
+
+    def _expire_pending(self) -> bool:
+        """The campaign expired: every recipient still pending ends expired (a claim a dead batch left
+        is settled first, as a scan would); True if nothing is open after that."""
+        now, open_left = time.time(), False
+        for rec in ledger.scan(self.lease.campaign_id, self.lease.shard, self.progress.cursor()):
+            if rec.import_id not in self.committed_imports:
+                continue
+            if rec.status == R.SENDING and rec.claimed_by != self.lease.owner:
+                settled = ledger.settle_orphan(rec, now)  # sent (a webhook proved it) or in doubt
+                if settled is not None:
+                    self.progress.settled_orphan(settled)
+                open_left = open_left or settled is None
+            elif rec.status == R.PENDING:
+                if ledger.expire(rec, now):
+                    self.progress.expired(rec)
+                else:
+                    open_left = True  # moved meanwhile: a later batch looks at it again
+        return not open_left
 
     def _finish_shard(self) -> None:
         leases.release(self.lease, None, [Shard.finished_at.set(time.time()), *self.shard_actions()])

@@ -137,6 +137,13 @@ def requeue_absent(rec: Recipient, now: float) -> bool:
     )
 
 
+def expire(rec: Recipient, now: float) -> bool:
+    """Its campaign's expires_at passed with it still pending: it ends `expired`, never sent. Any
+    batch may write it (no claim is needed: after the expiry nobody may claim it either)."""
+    return write_if(rec, [Recipient.status.set(R.EXPIRED.value), Recipient.expired_at.set(now),
+                          Recipient.not_before.remove()], Recipient.status == R.PENDING.value)
+
+
 def scan(campaign_id: str, shard: int, from_seq: int = 0, page_size: int = SCAN_PAGE) -> Iterator[Recipient]:
     """The shard's recipients in seq order from `from_seq`, read consistently."""
     return Recipient.query(

@@ -131,6 +131,9 @@ class Campaign(_TableModel):
     waiting_reason = UnicodeAttribute(null=True)
     waiting_until = NumberAttribute(null=True)
     send_at = NumberAttribute(null=True)
+    # No send starts after it; what is still pending then ends `expired` (None: no expiry). Stored
+    # under another name: `expires_at` is the table's TTL attribute, and DynamoDB would delete the item.
+    expires_at = NumberAttribute(null=True, attr_name="sends_expire_at")
     # Recipients imported so far: the next one gets this index (it picks shard and seq).
     recipient_count = NumberAttribute(default=0)
     # Imports whose recipients are all written: only their recipients exist for senders.
@@ -181,6 +184,7 @@ class Shard(_TableModel):
     failed = NumberAttribute(default=0)
     skipped = NumberAttribute(default=0)
     in_doubt = NumberAttribute(default=0)
+    expired = NumberAttribute(default=0)
     delivered = NumberAttribute(default=0)
     read = NumberAttribute(default=0)
     # How in-doubt sends were resolved (states.IN_DOUBT_COUNTERS): proven sent by a webhook, sent
@@ -236,6 +240,7 @@ class Recipient(_TableModel):
     delivered_at = NumberAttribute(null=True)
     read_at = NumberAttribute(null=True)
     failed_at = NumberAttribute(null=True)
+    expired_at = NumberAttribute(null=True)
     # The in-doubt resolution (see campaigns.proof): when a webhook proved it sent, when proof of
     # absence sent it again, and when a late status showed both sends had happened.
     proven_at = NumberAttribute(null=True)

@@ -29,6 +29,7 @@ class Stop(StrEnum):
     WAIT = "wait"  # what is left waits longer than this batch can
     HALTED = "halted"  # the campaign is no longer sending (paused, cancelled, fatal error)
     LEASE_LOST = "lease_lost"  # somebody else holds the shard now
+    EXPIRED = "expired"  # the campaign's expires_at passed: nothing more may be sent
 
 
 class Ending(StrEnum):
@@ -39,6 +40,7 @@ class Ending(StrEnum):
     FINISH = "finish"  # finished, if a fresh read finds nothing open (else RELEASE)
     HAND_OFF = "hand_off"  # the lease to the next batch, which this one invokes
     RELEASE = "release"  # let go, due again when its earliest wait is over
+    EXPIRE = "expire"  # what is still pending ends expired; then finished, if nothing is open
 
 
 def ending(stop: Stop, made_progress: bool) -> Ending:
@@ -48,6 +50,8 @@ def ending(stop: Stop, made_progress: bool) -> Ending:
         return Ending.RELEASE_HALTED
     if stop == Stop.DONE:
         return Ending.FINISH
+    if stop == Stop.EXPIRED:
+        return Ending.EXPIRE
     if stop == Stop.TIME and made_progress:
         return Ending.HAND_OFF
     # No progress this batch: no self-continuation loop; recovery looks at the shard again.
@@ -128,7 +132,8 @@ def triage(rec: Recipient, now: float, owner: str, committed_imports: set[str], 
 class ShardProgress:
     """The recipients a batch has read and not settled, and what it has not yet written."""
 
-    def __init__(self, cursor: int):
+    def __init__(self, cursor: int, deadline: float | None = None):
+        self.deadline = deadline  # the campaign's expiry: the shard is looked at again no later
         self.start_cursor = self.scanned_to = cursor  # every seq below scanned_to has been read
         self.open_seqs: set[int] = set()
         self.waiting: list[tuple[float, int, Recipient]] = []  # (retry_at, seq, rec): a heap
@@ -165,9 +170,11 @@ class ShardProgress:
         return self.waiting[0][0] if self.waiting else None
 
     def due_again(self, now: float) -> float:
-        """When recovery should look at the shard again: its earliest wait, else now."""
+        """When recovery should look at the shard again: its earliest wait, else now; at the latest,
+        the campaign's expiry (its pending recipients then end expired)."""
         waits = [t for t in (self.parked_until, self.earliest_wait()) if t]
-        return min(waits, default=now)
+        due = min(waits, default=now)
+        return min(due, self.deadline) if self.deadline else due
 
     def record(self, kind: Kind, rec: Recipient) -> None:
         self.outcomes[kind] += 1
@@ -184,6 +191,10 @@ class ShardProgress:
 
     def settled_orphan(self, status: R) -> None:
         self.deltas[status.value] += 1
+
+    def expired(self, rec: Recipient) -> None:
+        self.deltas[R.EXPIRED.value] += 1
+        self.open_seqs.discard(rec.seq)
 
     def cursor(self) -> int:
         """Where the next batch starts reading: the lowest open seq, else all that was read."""

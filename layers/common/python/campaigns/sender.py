@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import invoker, lifecycle
+from . import invoker, lifecycle, windows
 from . import lease as leases
 from .achieved import AchievedRate
 from .batch_end import BatchEnd
@@ -31,7 +31,7 @@ from .budget import Budget
 from .config import Settings
 from .feed import ShardFeed, in_doubt_rule
 from .heartbeat import Beat, Heartbeat
-from .models import Campaign, Recipient, Shard
+from .models import Campaign, Recipient
 from .observability import Metric, count, count_failed, latency_ms, logger
 from .progress import ShardProgress, Stop
 from .ratelimit import RateLimiter, SendWindow
@@ -72,7 +72,6 @@ class ShardBatch:
         self.results: queue.Queue[Result | Beat] = queue.Queue()
         self.in_flight = 0
         self.feed: ShardFeed | None = None  # what to send next, from the shard's cursor
-        self.halt_reason = ""
         self.committed_imports: set[str] = set()
         self.stop: Stop | None = None
         self.heartbeat: Heartbeat | None = None  # started with the sending
@@ -91,6 +90,8 @@ class ShardBatch:
         self.committed_imports = set(self.campaign.imports or ())
         if self.campaign.status != CampaignStatus.SENDING:
             self.stop = Stop.HALTED
+        elif windows.expired(self.campaign.expires_at, time.time()):
+            self.stop = Stop.EXPIRED
         else:
             per_shard = float(self.campaign.rate) / int(self.campaign.shard_count)
             # The shard's share of its number, which other campaigns may be sending from too.
@@ -102,7 +103,7 @@ class ShardBatch:
             if self.campaign.waiting_reason:
                 lifecycle.stop_waiting(self.campaign_id)  # sending again (waits again if a limit says so)
             self.achieved = AchievedRate()
-            self.progress = ShardProgress(cursor=int(shard.cursor))
+            self.progress = ShardProgress(cursor=int(shard.cursor), deadline=self.campaign.expires_at)
             self.feed = ShardFeed(self.lease, self.progress, self.committed_imports,
                                   in_doubt_rule(self.campaign, self.settings), self._where())
             try:
@@ -127,11 +128,12 @@ class ShardBatch:
         self.heartbeat = Heartbeat(self.lease, self.campaign_id, self.settings, self.results, self.budget)
         try:
             while self.stop is None:
-                self._heartbeat_if_due()
+                if self.heartbeat.due():
+                    self._start_heartbeat()
                 if self.remaining() < self.settings.stop_margin_seconds:
                     self.stop = Stop.TIME
                     break
-                if self._window_closed():
+                if self._may_not_send_now():
                     break
                 rec = self.feed.next_ready()
                 if rec is not None:
@@ -214,13 +216,16 @@ class ShardBatch:
             self._halt_campaign(result.reason, result.code)
         elif kind == Kind.LIMITED:
             self._wait_for_room(rec)
+        elif kind == Kind.EXPIRED:
+            self.progress.open(rec)  # not claimed: the batch's end expires it with the rest
+            self.stop = self.stop or Stop.EXPIRED
         elif kind == Kind.LOST and not self.lease.usable():
             self.stop = self.stop or Stop.LEASE_LOST
 
     def _halt_campaign(self, reason: str, code: int | None) -> None:
         """A campaign-fatal error: pause the campaign with the reason, stop claiming."""
         if self.stop != Stop.HALTED:
-            self.stop, self.halt_reason = Stop.HALTED, reason
+            self.stop = Stop.HALTED
             lifecycle.halt_for_error(self.campaign_id, int(self.campaign.shard_count), reason, code, self._where())
 
     def _wait_for_room(self, rec: Recipient) -> None:
@@ -228,9 +233,14 @@ class ShardBatch:
         self.progress.open(rec)
         self._park("messaging_limit", self.reach.waiting_until or time.time() + self.settings.proof_recheck_seconds)
 
-    def _window_closed(self) -> bool:
-        """Outside the campaign's send window: the shard waits for its opening."""
-        if self.hours is None or self.hours.is_open(now := time.time()):
+    def _may_not_send_now(self) -> bool:
+        """The campaign expired (the batch stops), or it is outside its send window (the shard waits
+        for the opening, or for the expiry if that comes first)."""
+        now = time.time()
+        if windows.expired(self.campaign.expires_at, now):
+            self.stop = self.stop or Stop.EXPIRED
+            return True
+        if self.hours is None or self.hours.is_open(now):
             return False
         self._park("send_window", self.hours.next_opening(now))
         return True
@@ -244,10 +254,6 @@ class ShardBatch:
             lifecycle.wait_for(self.campaign_id, reason, until)
 
     # -- heartbeat (its own thread: campaigns/heartbeat.py) -------------------------------------
-
-    def _heartbeat_if_due(self) -> None:
-        if self.heartbeat.due():
-            self._start_heartbeat()
 
     def _heartbeat_now(self) -> None:
         """Wait for a heartbeat to land, started now unless one is on its way."""
@@ -277,13 +283,9 @@ class ShardBatch:
             self.limiter.set_limit(beat.share)
 
     def _shard_actions(self) -> list:
-        actions = self.progress.shard_actions()
-        if self.limiter:
-            # The figures a status shows, riding this write: what was sent, and the pace allowed.
-            actions += [Shard.achieved_rate.set(round(self.achieved.rate(), 2)),
-                        Shard.pace.set(round(self.limiter.pace, 2)),
-                        Shard.measured_at.set(time.time())]
-        return actions
+        # The figures a status shows ride this write: what was sent, and the pace allowed.
+        live = self.achieved.shard_actions(self.limiter.pace) if self.limiter else []
+        return self.progress.shard_actions() + live
 
     def _where(self) -> dict:
         return {"campaign_id": self.campaign_id, "shard": self.shard_no, "hop": self.hop}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from . import lease as leases
-from . import ledger
+from . import ledger, windows
 from .config import Settings, whatsapp_secret
 from .graph_errors import ErrorClass, classify
 from .models import Campaign, Recipient, Suppression
@@ -34,6 +34,7 @@ class Kind(StrEnum):
     FATAL = "fatal"  # the campaign cannot go on: it pauses
     LOST = "lost"  # the claim is not (or no longer) this batch's: nothing to record
     LIMITED = "limited"  # the portfolio's messaging limit is reached: not claimed, still pending
+    EXPIRED = "expired"  # the campaign's expires_at passed while it waited for its slot: not claimed
 
 
 # The kinds a recipient ends with (its shard's counters and the batch's progress).
@@ -89,6 +90,8 @@ class OneSend:
         # for a slot (invariant 3). The departure itself is counted after the claim, right before
         # the POST: the claim's latency then cannot bunch POSTs over the provider's limit.
         paced = self.limiter.wait_for_slot()
+        if self._too_late():  # the campaign expired while the send waited for its slot
+            return Result(rec, Kind.EXPIRED, reason="the campaign expired", paced_seconds=paced)
         if self.reach is not None and not self.reach.admit(rec.phone):
             return Result(rec, Kind.LIMITED, reason="messaging limit reached", paced_seconds=paced)
         try:
@@ -102,10 +105,16 @@ class OneSend:
         if not self.lease.usable():
             ledger.unclaim(rec, owner, None, count_attempt=False)
             return Result(rec, Kind.LOST, reason="lease expired before the send", paced_seconds=paced)
+        if self._too_late():
+            ledger.unclaim(rec, owner, None, count_attempt=False)
+            return Result(rec, Kind.EXPIRED, reason="the campaign expired", paced_seconds=paced)
         response = self.client.send_template(self.campaign.phone_number_id, payload)
         result = self._checkpoint(rec, owner, response)
         result.paced_seconds = paced
         return result
+
+    def _too_late(self) -> bool:
+        return windows.expired(self.campaign.expires_at, time.time())
 
     def reporting_to(self, results, rec: Recipient) -> None:
         """Send `rec` on this worker thread and put its Result on the batch's queue, how long it held

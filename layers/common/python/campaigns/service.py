@@ -40,6 +40,7 @@ class CampaignSpec:
     in_doubt_policy: str = InDoubtPolicy.AUTO
     send_at: float | None = None
     send_window: dict | None = None  # campaigns.windows: the hours it may send in
+    expires_at: float | None = None  # no send starts after it; what is pending then ends expired
 
 
 @dataclass
@@ -72,6 +73,7 @@ def create_campaign(spec: CampaignSpec, settings: Settings, campaign_id: str | N
         status=(CampaignStatus.SCHEDULED if scheduled else CampaignStatus.DRAFT).value,
         send_at=spec.send_at,
         send_window=spec.send_window,
+        expires_at=spec.expires_at,
         created_at=now_iso(),
         updated_at=now_iso(),
     )
@@ -271,11 +273,22 @@ def check_send_at(send_at: float | None, now: float | None = None) -> None:
         raise Unprocessable("send_at must be within a year", field="send_at")
 
 
+def check_expires_at(expires_at: float | None, send_at: float | None, now: float | None = None) -> None:
+    if expires_at is None:
+        return
+    now = time.time() if now is None else now
+    if expires_at <= now:
+        raise Unprocessable("expires_at must be in the future", field="expires_at")
+    if send_at is not None and expires_at <= send_at:
+        raise Unprocessable("expires_at must be after send_at", field="expires_at")
+
+
 def create(spec: CampaignSpec, settings: Settings, recipients: imports.Parsed | None = None) -> tuple[str, dict | None]:
     """POST /campaigns: the campaign, its inline recipients (all valid, or nothing is written),
     then the schedule, in that order, so recovery never sees a scheduled campaign still
     being filled. Returns the id and the import report (None without recipients)."""
     check_send_at(spec.send_at)
+    check_expires_at(spec.expires_at, spec.send_at)
     if recipients is not None and recipients.rejected:
         raise Unprocessable(
             f"{len(recipients.rejected)} recipient(s) are invalid; nothing was created",

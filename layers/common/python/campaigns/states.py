@@ -21,6 +21,7 @@ class RecipientStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     IN_DOUBT = "in_doubt"  # claimed by a batch that died: sent or not, nobody knows yet
+    EXPIRED = "expired"  # still pending when its campaign's expires_at passed: never sent
 
 
 C, R = CampaignStatus, RecipientStatus
@@ -36,8 +37,8 @@ CAMPAIGN_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
 }
 
 RECIPIENT_TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
-    # claim; or skipped at send time (suppressed since import)
-    R.PENDING: frozenset({R.SENDING, R.SKIPPED}),
+    # claim; skipped (its number opted out since import); expired (its campaign's expires_at passed)
+    R.PENDING: frozenset({R.SENDING, R.SKIPPED, R.EXPIRED}),
     # checkpoint after the response; back to pending for a retry that was never sent;
     # in doubt when its claimer died; sent when a webhook proves the send of a dead claimer
     R.SENDING: frozenset({R.SENT, R.FAILED, R.PENDING, R.IN_DOUBT}),
@@ -46,6 +47,7 @@ RECIPIENT_TRANSITIONS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     # retry-failed (retryable codes only)
     R.FAILED: frozenset({R.PENDING}),
     R.SKIPPED: frozenset(),
+    R.EXPIRED: frozenset(),
     # a webhook proves the send; or policy `resend` after the grace period
     R.IN_DOUBT: frozenset({R.SENT, R.FAILED, R.PENDING}),
 }
@@ -62,7 +64,7 @@ CAMPAIGN_ACTIONS: dict[str, tuple[frozenset[CampaignStatus], CampaignStatus]] = 
     "retry-failed": (frozenset({C.COMPLETED}), C.SENDING),
 }
 
-TERMINAL_RECIPIENT = frozenset({R.SENT, R.FAILED, R.SKIPPED, R.IN_DOUBT})
+TERMINAL_RECIPIENT = frozenset({R.SENT, R.FAILED, R.SKIPPED, R.IN_DOUBT, R.EXPIRED})
 class InDoubtPolicy(StrEnum):
     """What happens to a recipient whose send may or may not have reached Meta (invariant 3)."""
 
@@ -78,9 +80,9 @@ IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
 
 # The counters a shard item keeps (models.Shard): one per status a recipient ends in, and the
 # deliveries its status webhooks report. A campaign's status answers these and pending/sending.
-SETTLED_COUNTERS = ("sent", "failed", "skipped", "in_doubt")
+SETTLED_COUNTERS = ("sent", "failed", "skipped", "in_doubt", "expired")
 DELIVERY_COUNTERS = ("delivered", "read")
-STATUS_COUNTS = ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt", "skipped")
+STATUS_COUNTS = ("pending", "sending", "sent", "delivered", "read", "failed", "in_doubt", "skipped", "expired")
 # How in-doubt sends were resolved, by the recipient flag each counts (models.Recipient): proven
 # sent by a webhook, sent again after proof of absence, and both sends happened after all.
 IN_DOUBT_COUNTERS = {"in_doubt_proven": "proven_at", "resent_after_absence": "absent_proven_at",

@@ -101,8 +101,8 @@ def _sending_now(shard: Shard, now: float, settings: Settings) -> bool:
 
 
 def _campaign_times(campaign: Campaign) -> dict:
-    return {name: iso_utc(getattr(campaign, name)) for name in ("send_at", "created_at", "started_at",
-                                                                 "completed_at")}
+    return {name: iso_utc(getattr(campaign, name)) for name in ("send_at", "expires_at", "created_at",
+                                                                 "started_at", "completed_at")}
 
 
 def committed_total(campaign: Campaign) -> int:
@@ -208,8 +208,8 @@ def recipient_view(rec: Recipient) -> dict:
         "error_class": classify(code).value if code is not None else None,
         "error_message": rec.error_message,
         **{name: iso_utc(getattr(rec, name)) for name in ("sent_at", "delivered_at", "read_at", "failed_at",
-                                                           "in_doubt_at", "proven_at", "absent_proven_at",
-                                                           "duplicate_at")},
+                                                           "expired_at", "in_doubt_at", "proven_at",
+                                                           "absent_proven_at", "duplicate_at")},
         "in_doubt": _in_doubt_state(rec),
     }
 

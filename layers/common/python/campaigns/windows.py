@@ -1,10 +1,13 @@
-"""A campaign's send window: the hours (in its audience's time zone) it may send in.
+"""When a campaign may send: its send window (the hours, in its audience's time zone), and its expiry.
 
 `{"start": "09:00", "end": "20:00", "timezone": "Asia/Kolkata", "days": ["mon", ..., "fri"]}`.
 Outside it a campaign's shards park (no Lambda running) until the next opening, which the recovery
 schedule wakes; a window whose end is before its start runs across midnight (its days are the days
 it opens on). Local times are the zone's, through zoneinfo, so a DST change moves the opening with
 the clock: an opening that falls in a spring-forward gap opens at the first moment after it.
+
+A campaign's `expires_at` ends it: no send leaves within a transit's spread of it (so that none
+reaches Meta after it), and what is still pending then ends `expired` (campaigns.batch_end).
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from .ratelimit import TRANSIT_SPREAD_SECONDS
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def expired(expires_at: float | None, now: float) -> bool:
+    """No send may start now: it would reach Meta after the campaign's expiry."""
+    return expires_at is not None and now >= expires_at - TRANSIT_SPREAD_SECONDS
 
 
 def parse_hhmm(value: str) -> time:
