@@ -210,10 +210,22 @@ MUTATIONS = (
     ),
     Mutation(
         "event-resumes-a-persons-pause", "8 errors classified once", f"{CAMPAIGNS}/provider_events.py",
-        (edit("            if campaign.paused_by == PAUSED_BY_PROVIDER:", "            if True:"),
+        (edit("            if campaign.paused_by == PAUSED_BY_PROVIDER and not campaign.paused_until:",
+              "            if True:"),
          edit("        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER)",
               "        service.resume(campaign_id, settings)")),
         ("tests/test_sending.py::test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_only_those",),
+    ),
+    Mutation(
+        "restriction-pauses-every-account", "8 errors classified once", f"{CAMPAIGNS}/provider_events.py",
+        (edit("lambda c: accounts.get(c.phone_number_id) in (None, account_id))", "lambda c: True)"),),
+        ("tests/test_sending.py::test_an_account_restriction_pauses_that_accounts_campaigns_until_its_expiration_then_they_go_on",),
+    ),
+    Mutation(
+        "restriction-never-lifted", "8 errors classified once", f"{CAMPAIGNS}/service.py",
+        (edit("    if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_until):",
+              "    if True:"),),
+        ("tests/test_sending.py::test_an_account_restriction_pauses_that_accounts_campaigns_until_its_expiration_then_they_go_on",),
     ),
     Mutation(
         "send-window-ignored", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",

@@ -95,9 +95,10 @@ def test_the_campaign_lifecycle_is_the_designs():
     }
     assert {s.value: {t.value for t in targets} for s, targets in CAMPAIGN_TRANSITIONS.items()} == {
         "draft": {"scheduled", "sending", "cancelled"},
-        "scheduled": {"sending", "draft", "cancelled"},  # draft: a scheduled campaign's send_at removed
+        # draft: a scheduled campaign's send_at removed; paused: Meta paused its template first
+        "scheduled": {"sending", "draft", "paused", "cancelled"},
         "sending": {"paused", "completed", "cancelled"},
-        "paused": {"sending", "cancelled"},
+        "paused": {"sending", "scheduled", "cancelled"},  # scheduled: Meta's pause over before its send_at
         "completed": {"sending"},  # retry-failed
         "cancelled": set(),
     }

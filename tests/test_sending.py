@@ -502,6 +502,59 @@ def test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_onl
     assert sum(1 for s in stack.fake.sends() if s["callback"].startswith(by_person.id)) <= sent_while_paused
 
 
+def account_event(account_id: str, expiration: str, restriction: str = "RESTRICTED_BIZ_INITIATED_MESSAGING") -> dict:
+    """An `account_update` webhook as Meta posts it (docs/api.md, Webhook)."""
+    value = {"event": "ACCOUNT_RESTRICTION",
+             "restriction_info": [{"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": expiration},
+                                  {"restriction_type": restriction, "expiration": expiration}]}
+    return {"object": "whatsapp_business_account",
+            "entry": [{"id": account_id, "time": 1796000000, "changes": [{"field": "account_update", "value": value}]}]}
+
+
+def test_an_account_restriction_pauses_that_accounts_campaigns_until_its_expiration_then_they_go_on(make_stack):
+    stack = make_stack(api_port=0, fake_latency_ms=5, fake_webhook_failed_ratio=0.0)
+    stack.start_gateway(dashboard=False)
+    numbers.configure("5550001", 80, business_account_id="111")
+    numbers.configure("5550002", 80, business_account_id="222")
+    restricted, other = new_campaign(200, rate=20, phone_number_id="5550001"), new_campaign(200, rate=20,
+                                                                                              phone_number_id="5550002")
+    for campaign in (restricted, other):
+        service.send(campaign.id, settings())
+    wait_until(lambda: len(stack.fake.sends()) >= 10, 30, "some sends")
+    expiration = datetime.now(UTC) + timedelta(seconds=6)
+    _post_signed(stack, account_event("111", expiration.strftime("%Y-%m-%dT%H:%M:%S+0000")))
+    answer = wait_until(lambda: (s := status(restricted))["status"] == "paused" and s, 30, "the provider's pause")
+    assert answer["paused_by"] == "provider" and "restricted by Meta" in answer["paused_reason"]
+    assert datetime.fromisoformat(answer["paused_until"]) == expiration.replace(microsecond=0)
+    assert status(other)["status"] == "sending"  # another account's number goes on
+    wait_until(lambda: not Shard.get(*Shard.key(restricted.id, 0), consistent_read=True).lease_owner, 30,
+               "the restricted campaign's batch to stop")
+    stopped_at = time.time()
+    # A restriction of replies only changes nothing.
+    _post_signed(stack, account_event("222", expiration.strftime("%Y-%m-%dT%H:%M:%S+0000"),
+                                      restriction="RESTRICTED_CUSTOMER_INITIATED_MESSAGING"))
+    wait_until(completed(restricted), 90, "the restricted campaign to go on by itself at the expiration")
+    sends = [s["at"] for s in stack.fake.sends() if s["callback"].startswith(restricted.id)]
+    assert not [at for at in sends if stopped_at < at < expiration.replace(microsecond=0).timestamp()]
+    assert audit(restricted, stack.fake)["statuses"] == {"sent": 200}
+    wait_until(completed(other), 60, "the other campaign to complete")
+
+
+def test_a_scheduled_campaign_of_a_paused_template_is_paused_and_scheduled_again_by_its_unpause(make_stack):
+    stack = make_stack(api_port=0, fake_latency_ms=5, fake_webhook_failed_ratio=0.0)
+    stack.start_gateway(dashboard=False)
+    campaign = new_campaign(5, rate=20)
+    send_at = time.time() + 3600
+    service.schedule(campaign.id, send_at)
+    _post_signed(stack, template_event("PAUSED"))
+    paused = Campaign.get(*Campaign.key(campaign.id), consistent_read=True)
+    assert (paused.status, paused.paused_by, paused.due_kind) == ("paused", "provider", None)
+    _post_signed(stack, template_event("APPROVED", title="UNPAUSE"))
+    again = Campaign.get(*Campaign.key(campaign.id), consistent_read=True)
+    assert (again.status, again.paused_by, again.due_at) == ("scheduled", None, send_at)
+    assert stack.fake.sends() == []
+
+
 def test_outside_its_send_window_a_campaign_sends_nothing_and_says_until_when_it_waits(make_stack):
     stack = make_stack(fake_latency_ms=5)
     now = datetime.now(UTC)

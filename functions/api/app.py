@@ -353,7 +353,8 @@ def _phone_number_id(value: str) -> str:
 )
 def put_number(phone_number_id: str, body: Annotated[NumberIn, Body()]):
     return edge.json_answer(200, numbers.configure(_phone_number_id(phone_number_id), body.throughput_mps,
-                                                   body.messaging_limit, body.portfolio, body.secret))
+                                                   body.messaging_limit, body.portfolio, body.secret,
+                                                   body.business_account_id))
 
 
 @app.get(

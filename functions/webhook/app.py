@@ -52,8 +52,7 @@ def receive():
     except (ValueError, UnicodeDecodeError):
         return edge.error_answer(400, "malformed_json", "the body is not valid JSON", "body")
     outcomes = statuses.apply_all(payload)
-    for value in provider_events.template_events_of(payload):  # Meta paused or reinstated a template
-        provider_events.apply_template_event(value, settings())
+    provider_events.apply_all(payload, settings())  # Meta paused a template, or restricted an account
     total = sum(outcomes.values())
     if total:
         count(Metric.WEBHOOK_STATUSES, total)

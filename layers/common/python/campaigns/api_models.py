@@ -181,8 +181,10 @@ class CampaignOut(BaseModel):
     paused_reason: str | None
     send_window: SendWindowIn | None = Field(None, description="the hours it may send in (null: any time)")
     paused_by: Literal["person", "provider", "error"] | None = Field(
-        None, description="who paused it: a person, the provider (Meta paused its template: its event resumes it), "
-        "or a campaign-fatal error")
+        None, description="who paused it: a person, the provider (Meta paused its template: its event resumes it; "
+        "or restricted its account: it resumes at paused_until), or a campaign-fatal error")
+    paused_until: Moment = Field(None, description="a provider's pause with a known end (an account "
+                                 "restriction's expiration): it resumes by itself then")
     waiting_reason: Literal["messaging_limit", "send_window"] | None = Field(
         None, description="sending, but waiting for a limit: its shards are parked and go on by themselves")
     waiting_until: Moment = Field(None, description="when the limit frees room (ISO 8601, UTC)")
@@ -283,6 +285,9 @@ class NumberIn(_Strict):
     secret: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9/_+=.@-]{1,512}$", description=(
         "for a number of another account: the name of the Secrets Manager secret holding its access token "
         "(JSON {\"access_token\": ...}), under the stack's prefix (<stack name>/...); default: the stack's secret"))] = None
+    business_account_id: Annotated[str | None, Field(pattern=r"^[0-9]{1,32}$", description=(
+        "its WhatsApp Business Account: Meta's account webhooks (a restriction) pause the campaigns of that "
+        "account's numbers only; default: none named, the number counts as any account's"))] = None
 
 
 class NumberShard(BaseModel):
@@ -297,6 +302,7 @@ class NumberOut(BaseModel):
     throughput_mps: float = Field(description="the number's limit: what its owner set, else Meta's default (80)")
     configured: bool = Field(description="whether its owner set it (PUT /numbers/{id})")
     secret: str | None = Field(description="the name of the secret its token is read from; null: the stack's")
+    business_account_id: str | None = Field(None, description="its WhatsApp Business Account; null: none named")
     in_use_mps: float = Field(description="the sum of the shares of the shards sending from it now")
     sending: list[NumberShard]
     messaging_limit: int | None = Field(description="its portfolio's unique users a rolling day; null: unlimited")

@@ -15,7 +15,7 @@ from . import invoker
 from . import lease as leases
 from .config import Settings
 from .errors import Conflict
-from .models import DUE_SHARD, Campaign, Shard, write_if
+from .models import DUE_CAMPAIGN, DUE_SHARD, Campaign, Shard, write_if
 from .observability import Metric, count, logger
 from .states import CAMPAIGN_ACTIONS, CAMPAIGN_TRANSITIONS, CampaignStatus
 from .timestamps import now_iso
@@ -82,6 +82,31 @@ def pause_for_error(campaign_id: str, reason: str, code: int | None = None) -> b
                            [Campaign.paused_reason.set(reason), Campaign.last_error.set(reason),
                             Campaign.paused_by.set(by)])
     return paused is not None
+
+
+def pause_for_provider(campaign_id: str, reason: str, until: float | None = None) -> bool:
+    """Meta acted on its own (a template paused, an account restricted): sending or scheduled ->
+    paused by the provider. `until`: when it goes on by itself (the DueIndex: recovery resumes it
+    then); None: when the provider's event lifts it. False if it was neither sending nor scheduled."""
+    due = ([Campaign.paused_until.set(until), Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(until)]
+           if until is not None else [Campaign.due_kind.remove(), Campaign.due_at.remove()])
+    paused = _write_status(campaign_id, (CampaignStatus.SENDING, CampaignStatus.SCHEDULED), CampaignStatus.PAUSED,
+                           [Campaign.paused_reason.set(reason[:500]), Campaign.paused_by.set("provider"), *due])
+    if paused is not None:
+        leases.request_halt(campaign_id, range(int(paused.shard_count)))
+    return paused is not None
+
+
+def reschedule(campaign_id: str, send_at: float, paused_by: str) -> Campaign:
+    """A provider's pause of a campaign that never started ends: scheduled again for `send_at`
+    (409 if it is no longer paused by `paused_by`)."""
+    item = _write_status(campaign_id, (CampaignStatus.PAUSED,), CampaignStatus.SCHEDULED,
+                         [Campaign.paused_reason.remove(), Campaign.paused_by.remove(), Campaign.paused_until.remove(),
+                          Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(send_at)],
+                         Campaign.paused_by == paused_by)
+    if item is None:
+        raise _refused(campaign_id, "resume")
+    return item
 
 
 def halt_for_error(campaign_id: str, shard_count: int, reason: str, code: int | None, where: dict) -> None:

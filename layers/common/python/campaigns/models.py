@@ -126,6 +126,9 @@ class Campaign(_TableModel):
     in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.AUTO.value)
     paused_reason = UnicodeAttribute(null=True)
     paused_by = UnicodeAttribute(null=True)  # "person", "provider" (Meta paused its template), "error"
+    # A pause of the provider's that ends at a known time (an account restriction's expiration):
+    # the campaign is in the DueIndex then, and recovery resumes it.
+    paused_until = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     # Still `sending`, but waiting for a limit to free room (campaigns.reach): why, and until when.
     waiting_reason = UnicodeAttribute(null=True)
@@ -331,6 +334,8 @@ class Number(_TableModel):
     throughput_mps = NumberAttribute(null=True)
     messaging_limit = NumberAttribute(null=True)
     portfolio = UnicodeAttribute(null=True)
+    # Its WhatsApp Business Account (the `entry.id` of Meta's account webhooks); None: any account.
+    business_account_id = UnicodeAttribute(null=True)
     secret = UnicodeAttribute(null=True)
     updated_at = NumberAttribute(null=True)
     # shard key (campaign:shard) -> {"ask": its rate, "owner": its batch, "until": when it stops counting}

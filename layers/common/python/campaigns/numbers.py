@@ -21,7 +21,8 @@ from .timestamps import iso_utc, now_iso
 
 
 def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | None = None,
-              portfolio: str | None = None, secret: str | None = None) -> dict:
+              portfolio: str | None = None, secret: str | None = None,
+              business_account_id: str | None = None) -> dict:
     """Set the number's limits and token (all of them: what is left out takes its default)."""
     prefix = config.settings().secret_prefix
     if secret and not (prefix and secret.startswith(prefix)):
@@ -32,6 +33,8 @@ def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | 
                     Number.messaging_limit.set(messaging_limit) if messaging_limit else Number.messaging_limit.remove(),
                     Number.portfolio.set(portfolio) if portfolio else Number.portfolio.remove(),
                     Number.secret.set(secret) if secret else Number.secret.remove(),
+                    Number.business_account_id.set(business_account_id) if business_account_id
+                    else Number.business_account_id.remove(),
                     Number.updated_at.set(time.time()), Number.list_pk.set(LIST_NUMBERS),
                     Number.created_at.set(Number.created_at | now_iso())])
     return number_view(phone_number_id)
@@ -41,6 +44,11 @@ def fits_now(phone_number_id: str, pending: int) -> int | None:
     """How many of `pending` recipients the number's messaging limit lets through now (None: no limit)."""
     left = number_view(phone_number_id)["left"]
     return None if left is None else min(pending, left)
+
+
+def accounts_of_numbers() -> dict[str, str | None]:
+    """The business account each configured number names (None: it names none)."""
+    return {item.phone_number_id: item.business_account_id for item in Number.listing.query(LIST_NUMBERS)}
 
 
 def list_numbers() -> list[dict]:
@@ -77,6 +85,7 @@ def number_view(phone_number_id: str, now: float | None = None) -> dict:
         "throughput_mps": limit,
         "configured": bool(item and item.throughput_mps),
         "secret": item.secret if item else None,  # its name: the token itself is never shown
+        "business_account_id": item.business_account_id if item else None,
         "in_use_mps": round(sum(shares.values()), 2),
         "sending": [{"campaign_id": key.rsplit(":", 1)[0], "shard": int(key.rsplit(":", 1)[1]),
                      "asks_mps": round(asks[key], 2), "share_mps": round(shares[key], 2)}

@@ -1,37 +1,59 @@
-"""What Meta does to a template on its own, told by webhook: campaigns that pause and go on by themselves.
+"""What Meta does on its own, told by webhook: campaigns that pause and go on by themselves.
 
-Meta pauses a template whose quality drops (3 h the first time, 6 h the second) and disables it the
-third time, and says so in a `message_template_status_update` change (`value: {event,
-message_template_name, message_template_language, reason, other_info}`). Every campaign sending with
-that template then pauses with `paused_by: "provider"` (its batches stop at their next heartbeat);
-an `APPROVED` event whose `other_info.title` is `UNPAUSE`, or `REINSTATED`, resumes exactly those.
+Templates: Meta pauses a template whose quality drops (3 h the first time, 6 h the second) and
+disables it the third time, and says so in a `message_template_status_update` change (`value:
+{event, message_template_name, message_template_language, reason, other_info}`). Every campaign
+sending or scheduled with that template then pauses with `paused_by: "provider"` (its batches stop
+at their next heartbeat); an `APPROVED` event whose `other_info.title` is `UNPAUSE`, or
+`REINSTATED`, resumes exactly those.
+
+Accounts: an `account_update` change with event `ACCOUNT_RESTRICTION` and a `restriction_info`
+entry of type `RESTRICTED_BIZ_INITIATED_MESSAGING` pauses the campaigns of that account's numbers
+(the change's `entry.id`; a number names its account in `PUT /numbers/{id}`, one that names none is
+taken to belong to any) until the restriction's `expiration`: recovery resumes them then.
+
 A campaign a person paused is never resumed by an event. Any other event changes nothing.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
-from . import service
+from . import lifecycle, numbers, service
 from .config import Settings
 from .errors import ServiceError
 from .models import LIST_CAMPAIGNS, Campaign
 from .observability import logger
 from .states import CampaignStatus
+from .timestamps import iso_utc
 
 PAUSING = frozenset({"PAUSED", "DISABLED"})
 PAUSED_BY_PROVIDER = "provider"
+# The restriction that stops template campaigns (others stop replies, or adding numbers).
+BUSINESS_INITIATED = "RESTRICTED_BIZ_INITIATED_MESSAGING"
+WAITING = (CampaignStatus.SENDING, CampaignStatus.SCHEDULED)
 
 
-def template_events_of(payload: object) -> list[dict]:
-    """The `message_template_status_update` values of a webhook body."""
+def changes_of(payload: object, field: str) -> list[tuple[str, dict]]:
+    """The (entry id, value) of every change of a webhook body that names `field`."""
     found = []
     for entry in (payload.get("entry") or []) if isinstance(payload, dict) else []:
         for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
-            if isinstance(change, dict) and change.get("field") == "message_template_status_update" \
-                    and isinstance(change.get("value"), dict):
-                found.append(change["value"])
+            if isinstance(change, dict) and change.get("field") == field and isinstance(change.get("value"), dict):
+                found.append((str(entry.get("id") or ""), change["value"]))
     return found
+
+
+def apply_all(payload: object, settings: Settings) -> dict:
+    """Every template and account event of a verified webhook body; what was done, by campaign."""
+    done = {}
+    for _, value in changes_of(payload, "message_template_status_update"):
+        done.update(apply_template_event(value, settings))
+    for account_id, value in changes_of(payload, "account_update"):
+        done.update(apply_account_event(account_id, value))
+    return done
 
 
 def apply_template_event(value: dict, settings: Settings) -> dict:
@@ -46,32 +68,70 @@ def apply_template_event(value: dict, settings: Settings) -> dict:
     done = {}
     if event in PAUSING:
         reason = f"template {name} ({language}) {event} by Meta: {value.get('reason') or 'no reason given'}"
-        for campaign in _campaigns_of(name, language, CampaignStatus.SENDING):
+        for campaign in _campaigns(WAITING, lambda c: _sends_template(c, name, language)):
             done[campaign.id] = _pause(campaign.id, reason)
     else:
-        for campaign in _campaigns_of(name, language, CampaignStatus.PAUSED):
-            if campaign.paused_by == PAUSED_BY_PROVIDER:
+        for campaign in _campaigns((CampaignStatus.PAUSED,), lambda c: _sends_template(c, name, language)):
+            if campaign.paused_by == PAUSED_BY_PROVIDER and not campaign.paused_until:
                 done[campaign.id] = _resume(campaign.id, settings)
     logger.info("template event applied", extra={"event": event, "template": name, "campaigns": done})
     return done
 
 
-def _campaigns_of(name: str, language: str | None, status: CampaignStatus) -> Iterator[Campaign]:
-    """The campaigns in `status` sending the template (rare events: a read of the campaigns' list)."""
-    for campaign in Campaign.listing.query(LIST_CAMPAIGNS, filter_condition=Campaign.status == status.value):
-        template = campaign.template or {}
-        lang = template.get("language")
-        lang = lang.get("code") if isinstance(lang, dict) else lang
-        if template.get("name") == name and (language is None or lang == language):
+def apply_account_event(account_id: str, value: dict, now: float | None = None) -> dict:
+    """Pause the campaigns of a restricted account's numbers until the restriction's expiration."""
+    now = time.time() if now is None else now
+    event = str(value.get("event") or "").upper()
+    until = restriction_end(value)
+    if event != "ACCOUNT_RESTRICTION" or until is None or until <= now:
+        logger.info("account event: nothing to do", extra={"event": event, "account": account_id})
+        return {}
+    reason = f"account {account_id} restricted by Meta from business-initiated messaging until {iso_utc(until)}"
+    accounts = numbers.accounts_of_numbers()
+    done = {campaign.id: _pause(campaign.id, reason, until)
+            for campaign in _campaigns(WAITING, lambda c: accounts.get(c.phone_number_id) in (None, account_id))}
+    logger.info("account event applied", extra={"event": event, "account": account_id, "campaigns": done})
+    return done
+
+
+def restriction_end(value: dict) -> float | None:
+    """When the account's business-initiated messaging restriction ends (epoch seconds); None if the
+    event names none. Meta writes `expiration` as ISO 8601 (`2026-04-19T13:59:20+0000`)."""
+    ends = []
+    for restriction in value.get("restriction_info") or []:
+        if isinstance(restriction, dict) and restriction.get("restriction_type") == BUSINESS_INITIATED:
+            ends.append(_moment(restriction.get("expiration")))
+    ends = [end for end in ends if end is not None]
+    return max(ends) if ends else None
+
+
+def _moment(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _sends_template(campaign: Campaign, name: str, language: str | None) -> bool:
+    template = campaign.template or {}
+    lang = template.get("language")
+    lang = lang.get("code") if isinstance(lang, dict) else lang
+    return template.get("name") == name and (language is None or lang == language)
+
+
+def _campaigns(statuses, matches) -> Iterator[Campaign]:
+    """The campaigns in one of `statuses` that `matches` (rare events: a read of the campaigns' list)."""
+    condition = Campaign.status.is_in(*[s.value for s in statuses])
+    for campaign in Campaign.listing.query(LIST_CAMPAIGNS, filter_condition=condition):
+        if matches(campaign):
             yield campaign
 
 
-def _pause(campaign_id: str, reason: str) -> str:
-    try:
-        service.pause(campaign_id, reason=reason, by=PAUSED_BY_PROVIDER)
-        return "paused"
-    except ServiceError as refused:  # paused or finished meanwhile
-        return f"unchanged: {refused}"
+def _pause(campaign_id: str, reason: str, until: float | None = None) -> str:
+    return "paused" if lifecycle.pause_for_provider(campaign_id, reason, until) else "unchanged"
 
 
 def _resume(campaign_id: str, settings: Settings) -> str:

@@ -24,7 +24,8 @@ def _shard_of(pk: str) -> tuple[str, int]:
 
 
 def tick(settings: Settings, now: float | None = None) -> dict:
-    """One scheduled run: take over every shard whose lease expired, start due campaigns."""
+    """One scheduled run: take over every shard whose lease expired, start due campaigns (scheduled
+    ones, and those the provider paused until a time that has passed)."""
     now = time.time() if now is None else now
     stuck = list(Shard.due.query(DUE_SHARD, Shard.due_at < now))
     count(Metric.STUCK_SHARDS, len(stuck))
@@ -37,7 +38,7 @@ def tick(settings: Settings, now: float | None = None) -> dict:
     count(Metric.SHARDS_TAKEN_OVER, taken)
     started = 0
     for item in Campaign.due.query(DUE_CAMPAIGN, Campaign.due_at <= now):
-        if service.start_scheduled(item.PK.split("#", 1)[1], settings):
+        if service.resume_when_due(item.PK.split("#", 1)[1], settings):
             started += 1
     return {"due_shards": len(stuck), "taken_over": taken, "scheduled_started": started}
 

@@ -173,9 +173,13 @@ def start_scheduled(campaign_id: str, settings: Settings) -> bool:
         return True
     except ServiceError as error:
         logger.warning("scheduled campaign not started", extra={"campaign_id": campaign_id, "why": error.message})
-        # Out of the due index either way: a campaign that cannot start must not be retried every tick.
-        Campaign(*Campaign.key(campaign_id)).update(actions=[Campaign.due_kind.remove(), Campaign.due_at.remove()])
+        _out_of_due_index(campaign_id)
         return False
+
+
+def _out_of_due_index(campaign_id: str) -> None:
+    # Either way: a campaign that cannot start (or resume) must not be retried every tick.
+    Campaign(*Campaign.key(campaign_id)).update(actions=[Campaign.due_kind.remove(), Campaign.due_at.remove()])
 
 
 def pause(campaign_id: str, reason: str = "paused by request", by: str = "person") -> Campaign:
@@ -204,13 +208,39 @@ def resume(campaign_id: str, settings: Settings, only_if_paused_by: str | None =
     if only_if_paused_by and campaign.paused_by != only_if_paused_by:
         raise Conflict(f"campaign {campaign_id} was paused by {campaign.paused_by or 'a person'}",
                        current_status=campaign.status)
+    if campaign.started_at is None and campaign.send_at is not None:
+        return _resume_unstarted(campaign, settings)
     shards = _open_shards(campaign)
     wake(campaign_id, shards)
     condition = (Campaign.paused_by == only_if_paused_by) if only_if_paused_by else None
-    item = transition(campaign_id, "resume", [Campaign.paused_reason.remove(), Campaign.paused_by.remove()],
-                      condition)
+    item = transition(campaign_id, "resume", [Campaign.paused_reason.remove(), Campaign.paused_by.remove(),
+                                              Campaign.paused_until.remove(), Campaign.due_kind.remove(),
+                                              Campaign.due_at.remove()], condition)
     start_shards(campaign_id, shards, settings)
     return item
+
+
+def _resume_unstarted(campaign: Campaign, settings: Settings) -> Campaign:
+    """Paused by the provider while scheduled: scheduled again, and started now if its time has passed."""
+    lifecycle.reschedule(campaign.id, float(campaign.send_at), campaign.paused_by or "")
+    if float(campaign.send_at) <= time.time():
+        start_scheduled(campaign.id, settings)
+    return get_campaign(campaign.id)
+
+
+def resume_when_due(campaign_id: str, settings: Settings) -> bool:
+    """Recovery found a campaign in the DueIndex: a scheduled one whose time has come, or one the
+    provider paused until a time that has passed (an account restriction's expiration)."""
+    campaign = get_campaign(campaign_id)
+    if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_until):
+        return start_scheduled(campaign_id, settings)
+    try:
+        resume(campaign_id, settings, only_if_paused_by="provider")
+        return True
+    except ServiceError as error:
+        logger.warning("provider's pause not lifted", extra={"campaign_id": campaign_id, "why": error.message})
+        _out_of_due_index(campaign_id)
+        return False
 
 
 def retry_failed(campaign_id: str, settings: Settings) -> int:

@@ -28,9 +28,11 @@ C, R = CampaignStatus, RecipientStatus
 
 CAMPAIGN_TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     C.DRAFT: frozenset({C.SCHEDULED, C.SENDING, C.CANCELLED}),
-    C.SCHEDULED: frozenset({C.SENDING, C.DRAFT, C.CANCELLED}),
+    # paused: Meta paused its template, or restricted its account, before it started.
+    C.SCHEDULED: frozenset({C.SENDING, C.DRAFT, C.PAUSED, C.CANCELLED}),
     C.SENDING: frozenset({C.PAUSED, C.COMPLETED, C.CANCELLED}),
-    C.PAUSED: frozenset({C.SENDING, C.CANCELLED}),
+    # scheduled: Meta's pause of a campaign that had not started yet is over before its send_at.
+    C.PAUSED: frozenset({C.SENDING, C.SCHEDULED, C.CANCELLED}),
     # retry-failed reopens a finished campaign.
     C.COMPLETED: frozenset({C.SENDING}),
     C.CANCELLED: frozenset(),

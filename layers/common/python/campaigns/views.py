@@ -83,6 +83,7 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
         "eta_seconds": round(counts["pending"] / rate) if rate else None,
         "paused_reason": campaign.paused_reason,
         "paused_by": campaign.paused_by if campaign.status == "paused" else None,
+        "paused_until": iso_utc(campaign.paused_until) if campaign.status == "paused" else None,
         "send_window": campaign.send_window,
         # Still sending, but waiting for a limit to free room (the messaging limit), and until when.
         "waiting_reason": campaign.waiting_reason if campaign.status == "sending" else None,
