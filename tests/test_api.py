@@ -15,9 +15,9 @@ from datetime import datetime
 import boto3
 import pytest
 
-from campaigns import achieved, imports, ledger, service, views
+from campaigns import achieved, imports, ledger, service, suppressions, views
 from campaigns.config import settings
-from campaigns.models import Campaign, Recipient, Shard, Suppression, recipient_sk, shard_pk
+from campaigns.models import Campaign, Recipient, Shard, recipient_sk, shard_pk
 from functions.api.app import lambda_handler, openapi_schema
 from local.lambda_process import LambdaContext
 from tests.helpers import captured_logs, wait_until
@@ -458,7 +458,7 @@ def test_import_drops_numbers_already_in_the_campaign(stack):
 
 
 def test_import_drops_suppressed_numbers(stack):
-    Suppression(*Suppression.key(digits(2)), phone=digits(2), reason="graph 131050", created_at=time.time()).save()
+    suppressions.suppress(digits(2), suppressions.graph_reason(131050), suppressions.SOURCE_GRAPH)
     campaign = create()
     answer = call("POST", f"/campaigns/{campaign['id']}/recipients", {"recipients": rows(1, 2, 3)})
     assert answer.body["accepted"] == 2 and answer.body["suppressed"] == 1

@@ -627,6 +627,14 @@ def test_webhook_status_event_is_signed_with_the_test_app_secret():
     assert status["status"] in {"sent", "delivered", "read", "failed"}
 
 
+def test_webhook_opt_out_event_is_an_inbound_stop_signed_with_the_test_app_secret():
+    e = _event("webhook-opt-out.json")
+    expected = "sha256=" + hmac.new(TEST_APP_SECRET.encode(), e["body"].encode(), hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(e["headers"]["X-Hub-Signature-256"], expected), "run scripts/sign-event"
+    (message,) = json.loads(e["body"])["entry"][0]["changes"][0]["value"]["messages"]
+    assert (message["type"], message["text"]["body"], message["from"]) == ("text", "STOP", "919876543210")
+
+
 def test_sign_event_check_passes_on_the_committed_events():
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts/sign-event"), "--check"],
