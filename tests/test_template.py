@@ -54,6 +54,10 @@ API_ROUTES = {
     ("GET", "/numbers"),
     ("PUT", "/numbers/{phone_number_id}"),
     ("GET", "/numbers/{phone_number_id}"),
+    ("GET", "/suppressions"),
+    ("GET", "/suppressions/{phone}"),
+    ("PUT", "/suppressions/{phone}"),
+    ("DELETE", "/suppressions/{phone}"),
     ("GET", "/openapi.json"),
 }
 WEBHOOK_ROUTES = {("GET", "/webhook"), ("POST", "/webhook")}
