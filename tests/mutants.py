@@ -216,6 +216,21 @@ MUTATIONS = (
         ("tests/test_sending.py::test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_only_those",),
     ),
     Mutation(
+        "opt-out-not-skipped", "7 polite to the provider", f"{CAMPAIGNS}/suppressions.py",
+        (edit("    if not write_if(rec, [Recipient.status.set(R.SKIPPED.value), Recipient.error_message.set(reason)],",
+              "    if True or not write_if(rec, [Recipient.status.set(R.SKIPPED.value), "
+              "Recipient.error_message.set(reason)],"),),
+        ("tests/test_suppressions.py::test_a_stop_while_a_campaign_is_being_sent_by_real_processes",
+         "tests/test_suppressions.py::test_a_stop_skips_the_senders_pending_recipient_in_every_campaign_not_finished"),
+    ),
+    Mutation(
+        "opt-out-keyword-loosened", "7 polite to the provider", f"{CAMPAIGNS}/suppressions.py",
+        (edit("                                and (key := keyword_key(text)) in keywords), None)",
+              "                                and (key := next((k for k in keywords if k in keyword_key(text)), "
+              "'')) in keywords), None)"),),
+        ("tests/test_suppressions.py::test_other_texts_are_not_opt_outs",),
+    ),
+    Mutation(
         "send-window-ignored", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
         (edit("        if self.hours is None or self.hours.is_open(now := time.time()):",
               "        if True:"),),
