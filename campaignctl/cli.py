@@ -240,6 +240,39 @@ def cmd_numbers(client: Client, args, out: IO[str]) -> int:
     return 0
 
 
+def describe_suppression(item: dict) -> str:
+    return f"+{item['phone']:<16} {str(item.get('source')):<13} {item.get('created_at')}  {item.get('reason')}"
+
+
+def cmd_suppressions(client: Client, args, out: IO[str]) -> int:
+    if args.action == "list":
+        page = client.suppressions(args.limit, args.next)
+        if args.json:
+            print(json.dumps(page), file=out)
+            return 0
+        items = page.get("items") or []
+        print("\n".join(describe_suppression(i) for i in items) if items else "no number suppressed", file=out)
+        if page.get("next"):
+            print(f"more: --next {page['next']}", file=out)
+    elif args.action == "show":
+        item = client.suppression(args.phone)
+        print(json.dumps(item) if args.json else describe_suppression(item), file=out)
+    elif args.action == "add":
+        item = client.suppress(args.phone, args.reason)
+        if args.json:
+            print(json.dumps(item), file=out)
+        else:
+            print(describe_suppression(item), file=out)
+            print(f"{item.get('skipped_recipients', 0)} pending recipient(s) skipped", file=out)
+    else:
+        client.unsuppress(args.phone)
+        if args.json:
+            print(json.dumps({"removed": args.phone}), file=out)
+        else:
+            print(f"{args.phone} taken off the suppression list (recipients it skipped stay skipped)", file=out)
+    return 0
+
+
 # -- the parser ------------------------------------------------------------------------------------------
 
 
@@ -303,6 +336,21 @@ def parser() -> argparse.ArgumentParser:
     numbers.add_argument("--messaging-limit", type=int, help="with --set: unique users its portfolio may reach a day")
     numbers.add_argument("--portfolio", help="with --set: the portfolio whose messaging limit it shares")
     numbers.set_defaults(run=cmd_numbers)
+
+    suppressed = commands.add_parser("suppressions", help="the suppression list: numbers never sent to again "
+                                     "(opt-out replies, 131050, a person's)")
+    actions = suppressed.add_subparsers(dest="action", required=True)
+    listed = actions.add_parser("list", help="the suppressed numbers, newest first")
+    listed.add_argument("--limit", type=int, default=100)
+    listed.add_argument("--next", help="the `next` token of the previous page")
+    actions.add_parser("show", help="one number of the list").add_argument("phone")
+    add = actions.add_parser("add", help="suppress a number: its pending recipients in campaigns not finished "
+                             "are skipped")
+    add.add_argument("phone")
+    add.add_argument("--reason", help="why (kept with it)")
+    actions.add_parser("remove", help="take a number off the list (what it skipped stays skipped)").add_argument(
+        "phone")
+    suppressed.set_defaults(run=cmd_suppressions)
     return root
 
 

@@ -7,7 +7,7 @@ import os
 import re
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -171,3 +171,16 @@ class Client:
                    next_token: str | None = None) -> dict:
         params = {"limit": limit, **({"status": status} if status else {}), **({"next": next_token} if next_token else {})}
         return self.request("GET", f"/campaigns/{campaign_id}/recipients", params=params)
+
+    def suppressions(self, limit: int = 100, next_token: str | None = None) -> dict:
+        params = {"limit": limit, **({"next": next_token} if next_token else {})}
+        return self.request("GET", "/suppressions", params=params)
+
+    def suppression(self, phone: str) -> dict:
+        return self.request("GET", f"/suppressions/{quote(phone, safe='')}")
+
+    def suppress(self, phone: str, reason: str | None = None) -> dict:
+        return self.request("PUT", f"/suppressions/{quote(phone, safe='')}", json={"reason": reason} if reason else None)
+
+    def unsuppress(self, phone: str) -> None:
+        self.request("DELETE", f"/suppressions/{quote(phone, safe='')}")

@@ -228,6 +228,21 @@ MUTATIONS = (
         ("tests/test_sending.py::test_an_account_restriction_pauses_that_accounts_campaigns_until_its_expiration_then_they_go_on",),
     ),
     Mutation(
+        "opt-out-not-skipped", "7 polite to the provider", f"{CAMPAIGNS}/suppressions.py",
+        (edit("    if not write_if(rec, [Recipient.status.set(R.SKIPPED.value), Recipient.error_message.set(reason)],",
+              "    if True or not write_if(rec, [Recipient.status.set(R.SKIPPED.value), "
+              "Recipient.error_message.set(reason)],"),),
+        ("tests/test_suppressions.py::test_a_stop_while_a_campaign_is_being_sent_by_real_processes",
+         "tests/test_suppressions.py::test_a_stop_skips_the_senders_pending_recipient_in_every_campaign_not_finished"),
+    ),
+    Mutation(
+        "opt-out-keyword-loosened", "7 polite to the provider", f"{CAMPAIGNS}/suppressions.py",
+        (edit("                                and (key := keyword_key(text)) in keywords), None)",
+              "                                and (key := next((k for k in keywords if k in keyword_key(text)), "
+              "'')) in keywords), None)"),),
+        ("tests/test_suppressions.py::test_other_texts_are_not_opt_outs",),
+    ),
+    Mutation(
         "send-window-ignored", "7 polite to the provider", f"{CAMPAIGNS}/sender.py",
         (edit("        if self.hours is None or self.hours.is_open(now):", "        if True:"),),
         ("tests/test_sending.py::test_outside_its_send_window_a_campaign_sends_nothing_and_says_until_when_it_waits",),

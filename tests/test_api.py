@@ -15,9 +15,9 @@ from datetime import datetime
 import boto3
 import pytest
 
-from campaigns import achieved, imports, ledger, service, views
+from campaigns import achieved, imports, ledger, service, suppressions, views
 from campaigns.config import settings
-from campaigns.models import Campaign, Recipient, Shard, Suppression, recipient_sk, shard_pk
+from campaigns.models import Campaign, Recipient, Shard, recipient_sk, shard_pk
 from functions.api.app import lambda_handler, openapi_schema
 from local.lambda_process import LambdaContext
 from tests.helpers import captured_logs, wait_until
@@ -464,7 +464,7 @@ def test_import_drops_numbers_already_in_the_campaign(stack):
 
 
 def test_import_drops_suppressed_numbers(stack):
-    Suppression(*Suppression.key(digits(2)), phone=digits(2), reason="graph 131050", created_at=time.time()).save()
+    suppressions.suppress(digits(2), suppressions.graph_reason(131050), suppressions.SOURCE_GRAPH)
     campaign = create()
     answer = call("POST", f"/campaigns/{campaign['id']}/recipients", {"recipients": rows(1, 2, 3)})
     assert answer.body["accepted"] == 2 and answer.body["suppressed"] == 1
@@ -867,7 +867,7 @@ def test_a_number_unset_has_metas_default_and_put_sets_its_limit(stack):
     answer = call("GET", "/numbers/5550001")
     assert answer.status == 200
     assert answer.body == {"phone_number_id": "5550001", "throughput_mps": 80.0, "configured": False, "secret": None,
-                           "in_use_mps": 0.0, "sending": [], "messaging_limit": None, "portfolio": "5550001",
+                           "business_account_id": None, "in_use_mps": 0.0, "sending": [], "messaging_limit": None, "portfolio": "5550001",
                            "reached_24h": 0, "left": None, "next_room_at": None}
     answer = call("PUT", "/numbers/5550001", {"throughput_mps": 20})
     assert answer.status == 200 and answer.body["throughput_mps"] == 20.0 and answer.body["configured"]
@@ -913,3 +913,61 @@ def test_an_expiry_is_kept_and_shown_in_the_status_and_the_list(stack):
     assert created["expires_at"] == "2099-01-01T04:00:00.000+00:00" and created["counts"]["expired"] == 0
     listed = call("GET", "/campaigns").body["items"]
     assert [c["expires_at"] for c in listed if c["id"] == created["id"]] == ["2099-01-01T04:00:00.000+00:00"]
+
+
+# -- the suppression list ---------------------------------------------------------------------------------------
+
+
+def test_a_person_puts_looks_up_lists_and_removes_suppressed_numbers(stack):
+    campaign = create(recipients=rows(1, 2, 3))
+    added = call("PUT", f"/suppressions/{digits(2)}", {"reason": "asked by phone"})
+    assert added.status == 201
+    assert {k: v for k, v in added.body.items() if k != "created_at"} == {
+        "phone": digits(2), "reason": "suppressed by a person: asked by phone", "source": "person",
+        "skipped_recipients": 1}
+    assert ISO_UTC.match(added.body["created_at"])
+    skipped = call("GET", f"/campaigns/{campaign['id']}/recipients", query={"status": "skipped"}).body["items"]
+    assert [(r["phone"], r["error_message"]) for r in skipped] == [(digits(2), "suppressed by a person: asked by phone")]
+    status = call("GET", f"/campaigns/{campaign['id']}").body
+    assert (status["counts"]["skipped"], status["counts"]["pending"], status["total"]) == (1, 2, 3)
+    # Again (a retry, or a number already on the list): 200, the item as it was, nothing skipped twice.
+    again = call("PUT", f"/suppressions/%2B{digits(2)}", {"reason": "other"})
+    assert again.status == 200 and again.body == {**added.body, "skipped_recipients": 0}
+    assert call("PUT", "/suppressions/+91 98765 00003").status == 201  # no body: no reason given
+    assert call("GET", f"/suppressions/{digits(3)}").body["reason"] == "suppressed by a person: no reason given"
+
+    listed = call("GET", "/suppressions").body
+    assert [item["phone"] for item in listed["items"]] == [digits(3), digits(2)] and listed["next"] is None
+    first = call("GET", "/suppressions", query={"limit": "1"}).body
+    second = call("GET", "/suppressions", query={"limit": "1", "next": first["next"]}).body
+    assert [i["phone"] for i in first["items"] + second["items"]] == [digits(3), digits(2)]
+
+    removed = call("DELETE", f"/suppressions/{digits(2)}")
+    assert removed.status == 204 and removed.body == {}
+    assert_error(call("DELETE", f"/suppressions/{digits(2)}"), 404, "not_found", "phone")
+    assert_error(call("GET", f"/suppressions/{digits(2)}"), 404, "not_found", "phone")
+    # Taking a number off the list does not un-skip its recipients; a later import takes it again.
+    assert call("GET", f"/campaigns/{campaign['id']}").body["counts"]["skipped"] == 2  # numbers 2 and 3
+    other = create()
+    assert call("POST", f"/campaigns/{other['id']}/recipients", {"recipients": rows(2)}).body["accepted"] == 1
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("PUT", "/suppressions/12345", None, "phone"),
+    ("PUT", "/suppressions/0987654321", None, "phone"),
+    ("PUT", "/suppressions/91abc76543210", None, "phone"),
+    ("GET", "/suppressions/123", None, "phone"),
+    ("DELETE", "/suppressions/123", None, "phone"),
+    ("PUT", "/suppressions/919876500001", {"reason": ""}, "reason"),
+    ("PUT", "/suppressions/919876500001", {"reason": "x" * 201}, "reason"),
+    ("PUT", "/suppressions/919876500001", {"why": "x"}, "why"),
+])
+def test_a_bad_suppression_request_is_422_naming_the_field_and_writes_nothing(stack, method, path, body, field):
+    assert_error(call(method, path, body), 422, "validation_error", field)
+    assert call("GET", "/suppressions").body["items"] == []
+
+
+@pytest.mark.parametrize(("query", "field"), [({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"),
+                                              ({"next": "not-a-token"}, "next")])
+def test_listing_suppressions_rejects_bad_queries(stack, query, field):
+    assert_error(call("GET", "/suppressions", query=query), 422, field=field)

@@ -167,3 +167,16 @@ def test_numbers_are_set_shown_and_listed(api):
     assert json.loads(run(url, "--json", "numbers", "5550001")[1])["throughput_mps"] == 20.0
     assert [n["phone_number_id"] for n in json.loads(run(url, "--json", "numbers")[1])] == ["5550001"]
     assert run(url, "numbers", "5550001", "--set", "--throughput", "0")[0] == 1  # the API's 422, one line
+
+
+def test_suppressions_are_added_listed_shown_and_removed(api):
+    url = api.gateway.url
+    assert run(url, "suppressions", "list")[1].strip() == "no number suppressed"
+    code, out = run(url, "suppressions", "add", "+91 98765 43210", "--reason", "asked by phone")
+    assert code == 0 and "+919876543210" in out and "person" in out and "0 pending recipient(s) skipped" in out
+    assert "suppressed by a person: asked by phone" in run(url, "suppressions", "list")[1]
+    assert json.loads(run(url, "--json", "suppressions", "show", "919876543210")[1])["source"] == "person"
+    code, out = run(url, "suppressions", "remove", "919876543210")
+    assert code == 0 and "taken off the suppression list" in out
+    assert run(url, "suppressions", "remove", "919876543210")[0] == 1  # the API's 404, one line
+    assert run(url, "suppressions", "add", "12")[0] == 1  # 422: not a number

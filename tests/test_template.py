@@ -56,6 +56,10 @@ API_ROUTES = {
     ("GET", "/numbers"),
     ("PUT", "/numbers/{phone_number_id}"),
     ("GET", "/numbers/{phone_number_id}"),
+    ("GET", "/suppressions"),
+    ("GET", "/suppressions/{phone}"),
+    ("PUT", "/suppressions/{phone}"),
+    ("DELETE", "/suppressions/{phone}"),
     ("GET", "/openapi.json"),
 }
 WEBHOOK_ROUTES = {("GET", "/webhook"), ("POST", "/webhook")}
@@ -627,6 +631,14 @@ def test_webhook_status_event_is_signed_with_the_test_app_secret():
     (status,) = body["entry"][0]["changes"][0]["value"]["statuses"]
     assert status["biz_opaque_callback_data"] == "c-demo:0:0"
     assert status["status"] in {"sent", "delivered", "read", "failed"}
+
+
+def test_webhook_opt_out_event_is_an_inbound_stop_signed_with_the_test_app_secret():
+    e = _event("webhook-opt-out.json")
+    expected = "sha256=" + hmac.new(TEST_APP_SECRET.encode(), e["body"].encode(), hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(e["headers"]["X-Hub-Signature-256"], expected), "run scripts/sign-event"
+    (message,) = json.loads(e["body"])["entry"][0]["changes"][0]["value"]["messages"]
+    assert (message["type"], message["text"]["body"], message["from"]) == ("text", "STOP", "919876543210")
 
 
 def test_sign_event_check_passes_on_the_committed_events():

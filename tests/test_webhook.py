@@ -338,6 +338,24 @@ def test_131050_suppresses_the_number(stack, post):
     assert report["suppressed"] == 1 and report["accepted"] == 0
 
 
+def test_an_opt_out_reply_beside_statuses_is_applied_and_unsigned_changes_nothing(stack, post):
+    """Meta batches changes: one body may carry statuses and inbound messages (value.messages[])."""
+    campaign = new_campaign(1)
+    rec = as_sent(recipient(campaign))
+    body = json.loads(payload(status_event(rec, "delivered")))
+    value = body["entry"][0]["changes"][0]["value"]
+    value["contacts"] = [{"profile": {"name": "Ravi"}, "wa_id": "919800000001"}]
+    value["messages"] = [{"from": "919800000001", "id": "wamid.IN1", "timestamp": str(int(time.time())),
+                          "type": "text", "text": {"body": "unsubscribe "}}]
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    status, answer = post(raw, signature="sha256=" + "0" * 64)
+    assert status == 403 and not is_suppressed("919800000001")
+    status, answer = post(raw)
+    assert status == 200 and answer == {"statuses": 1, "recorded": 1, "opt_outs": 1}
+    assert is_suppressed("919800000001") and recipient(campaign).delivered_at is not None
+    assert Suppression.get(*Suppression.key("919800000001")).reason == "opted out: replied UNSUBSCRIBE"
+
+
 def test_other_failures_do_not_suppress(stack, post):
     campaign = new_campaign(1)
     rec = as_sent(recipient(campaign))

@@ -9,6 +9,7 @@ import json
 import re
 from functools import cache
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -27,7 +28,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from campaigns import edge, imports, numbers, service, templates, views
+from campaigns import edge, imports, numbers, phones, service, suppressions, templates, views
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
@@ -41,6 +42,10 @@ from campaigns.api_models import (
     NumberOut,
     RecipientPage,
     RetryOut,
+    SuppressionAdded,
+    SuppressionIn,
+    SuppressionOut,
+    SuppressionPage,
 )
 from campaigns.config import settings
 from campaigns.observability import logger, tracer
@@ -60,9 +65,9 @@ CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 # -- answers ----------------------------------------------------------------------------------------
 
 
-def _errors(*statuses: int) -> dict:
+def _errors(*statuses: int, not_found: str = "unknown campaign") -> dict:
     """OpenAPI entries for the error answers a route can give."""
-    text = {400: "malformed JSON", 404: "unknown campaign", 409: "not allowed in the campaign's current status",
+    text = {400: "malformed JSON", 404: not_found, 409: "not allowed in the campaign's current status",
             413: "body or row count over the limit", 415: "unsupported content type", 422: "invalid input"}
     return {s: {"description": text[s], "content": {"application/json": {"model": ErrorOut}}} for s in statuses}
 
@@ -375,6 +380,74 @@ def get_number(phone_number_id: str):
 )
 def list_numbers():
     return edge.json_answer(200, {"items": numbers.list_numbers()})
+
+
+def _phone(value: str) -> str:
+    """The path's number as E.164 digits (`919876543210`; `+91...` and separators are fine too)."""
+    try:
+        return phones.normalize(unquote(value))
+    except phones.InvalidPhone as why:
+        raise service.Unprocessable(str(why), field="phone") from None
+
+
+@app.get(
+    "/suppressions",
+    summary="The suppression list (numbers never sent to again), newest first",
+    description="Numbers that replied an opt-out keyword, that Meta refused with 131050, or that a person put "
+    "on it. Pages of at most `limit`; pass the answer's `next` for the following page.",
+    responses={**_ok(200, SuppressionPage, "a page of suppressed numbers"), **_errors(422)},
+    tags=["suppressions"],
+)
+def list_suppressions(
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    next: Annotated[str | None, Query(max_length=4096)] = None,
+):
+    items, token = views.list_suppressions(limit, next)
+    return edge.json_answer(200, {"items": items, "next": token})
+
+
+@app.put(
+    "/suppressions/<phone>",
+    summary="Put a number on the suppression list; its pending recipients in campaigns not finished are skipped",
+    description="201 when the number was not on the list, 200 (the item as it was) when it already was; "
+    "either way its pending recipients in draft, scheduled, sending and paused campaigns are skipped.",
+    responses={**_ok(200, SuppressionAdded, "already on the list"), **_ok(201, SuppressionAdded, "added"),
+               **_errors(400, 422)},
+    tags=["suppressions"],
+)
+def put_suppression(phone: str, body: Annotated[SuppressionIn | None, Body()] = None):
+    number = _phone(phone)
+    added, skipped = suppressions.suppress(number, suppressions.person_reason(body.reason if body else None),
+                                           suppressions.SOURCE_PERSON)
+    item = suppressions.find(number)
+    return edge.json_answer(201 if added else 200, {**suppressions.view(item), "skipped_recipients": skipped})
+
+
+@app.get(
+    "/suppressions/<phone>",
+    summary="One number of the suppression list",
+    responses={**_ok(200, SuppressionOut, "the number is suppressed"),
+               **_errors(404, 422, not_found="the number is not on the list")},
+    tags=["suppressions"],
+)
+def get_suppression(phone: str):
+    item = suppressions.find(_phone(phone))
+    if item is None:
+        raise service.NotFound(f"{phone[:32]} is not on the suppression list", field="phone")
+    return edge.json_answer(200, suppressions.view(item))
+
+
+@app.delete(
+    "/suppressions/<phone>",
+    summary="Take a number off the suppression list (recipients it skipped stay skipped)",
+    responses={204: {"description": "taken off the list"},
+               **_errors(404, 422, not_found="the number is not on the list")},
+    tags=["suppressions"],
+)
+def delete_suppression(phone: str):
+    if not suppressions.remove(_phone(phone)):
+        raise service.NotFound(f"{phone[:32]} is not on the suppression list", field="phone")
+    return Response(status_code=204, body="")
 
 
 @app.get("/openapi.json", include_in_schema=False)

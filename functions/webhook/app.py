@@ -1,4 +1,5 @@
-"""WhatsApp status webhook: GET verification, POST signed statuses (see campaigns.statuses).
+"""WhatsApp webhook: GET verification, POST signed statuses (campaigns.statuses), template events
+(campaigns.provider_events) and opt-out replies (campaigns.suppressions).
 
 Meta retries any answer but 200 for days, so a valid delivery is answered 200 as soon as its
 statuses are applied (each is idempotent: a retry changes nothing); a store error answers 500 so
@@ -11,7 +12,7 @@ import json
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
-from campaigns import edge, provider_events, statuses
+from campaigns import edge, provider_events, statuses, suppressions
 from campaigns.config import settings, whatsapp_secret
 from campaigns.observability import Metric, count, logger, metrics, tracer
 
@@ -53,11 +54,16 @@ def receive():
         return edge.error_answer(400, "malformed_json", "the body is not valid JSON", "body")
     outcomes = statuses.apply_all(payload)
     provider_events.apply_all(payload, settings())  # Meta paused a template, or restricted an account
+    opt_outs = suppressions.opt_outs_of(payload, settings())
+    for phone, keyword in opt_outs:  # a person replied STOP: never sent to again
+        suppressions.suppress(phone, suppressions.reply_reason(keyword), suppressions.SOURCE_REPLY)
     total = sum(outcomes.values())
     if total:
         count(Metric.WEBHOOK_STATUSES, total)
-    logger.info("webhook applied", extra={"outcomes": dict(outcomes)})
-    return edge.json_answer(200, {"statuses": total, **outcomes})
+    if opt_outs:
+        count(Metric.OPT_OUTS, len(opt_outs))
+    logger.info("webhook applied", extra={"outcomes": dict(outcomes), "opt_outs": len(opt_outs)})
+    return edge.json_answer(200, {"statuses": total, **outcomes, **({"opt_outs": len(opt_outs)} if opt_outs else {})})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

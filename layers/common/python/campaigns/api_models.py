@@ -316,6 +316,32 @@ class NumberList(BaseModel):
     items: list[NumberOut]
 
 
+class SuppressionIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"reason": "asked by phone to get no more offers"}})
+
+    reason: Annotated[str | None, Field(min_length=1, max_length=200, description=(
+        "why the number is suppressed (kept with it, and named by the recipients it skips)"))] = None
+
+
+class SuppressionOut(BaseModel):
+    phone: str = Field(description="E.164 digits, as recipients are stored")
+    reason: str
+    source: Literal["reply", "graph_131050", "person"] | None = Field(description=(
+        "reply: the person replied an opt-out keyword (STOP, UNSUBSCRIBE, ...); graph_131050: Meta refused a "
+        "send because the person stopped marketing messages; person: PUT /suppressions/{phone}"))
+    created_at: datetime = Field(description="when it went on the list (ISO 8601, UTC)")
+
+
+class SuppressionAdded(SuppressionOut):
+    skipped_recipients: int = Field(description="this number's pending recipients skipped now in the campaigns "
+                                    "not finished (draft, scheduled, sending, paused)")
+
+
+class SuppressionPage(BaseModel):
+    items: list[SuppressionOut]
+    next: str | None = Field(description="pass as ?next= for the following page; null at the end")
+
+
 class RecipientPage(BaseModel):
     items: list[RecipientOut]
     next: str | None

@@ -70,6 +70,9 @@ class Settings:
     # Rows per import request: what one API call can look up and write well within API Gateway's
     # 29 s (about 4 DynamoDB batch calls per 100 rows). Larger lists are sent as several imports.
     max_import_rows: int = 10_000
+    # Opt-out keywords beside STOP and UNSUBSCRIBE, comma-separated (campaigns/suppressions.py): an
+    # inbound message whose text or button is one of them, case and spaces ignored, suppresses its sender.
+    opt_out_keywords: str = ""
     # The table's region (pynamodb's Meta.region): Lambda sets AWS_REGION, boto3's own is AWS_DEFAULT_REGION.
     aws_region: str = field(default="us-east-1", metadata={"env": ("AWS_REGION", "AWS_DEFAULT_REGION")})
 

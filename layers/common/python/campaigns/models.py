@@ -27,7 +27,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import TableConnection
 from pynamodb.constants import ALL_OLD
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import DeleteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -38,6 +38,7 @@ DUE_SHARD = "shard"
 DUE_CAMPAIGN = "campaign"
 LIST_CAMPAIGNS = "CAMPAIGN"
 LIST_NUMBERS = "NUMBER"
+LIST_SUPPRESSIONS = "SUPPRESSION"
 
 
 class _Meta:
@@ -268,7 +269,7 @@ class Recipient(_TableModel):
         return f"{self.campaign_id}:{self.shard}:{self.seq}"
 
 
-def conditional_failed(error: UpdateError) -> bool:
+def conditional_failed(error: UpdateError | DeleteError) -> bool:
     return error.cause_response_code == "ConditionalCheckFailedException"
 
 
@@ -399,7 +400,8 @@ class NumberProof(_TableModel):
 
 
 class Suppression(_TableModel):
-    """A number that asked not to get marketing messages (131050): never sent to again."""
+    """A number that asked not to get marketing messages: an opt-out reply, Graph error 131050, or a
+    person's PUT (campaigns.suppressions). Imports drop it; GET /suppressions lists it, newest first."""
 
     class Meta(_Meta):
         pass
@@ -408,7 +410,12 @@ class Suppression(_TableModel):
     SK = UnicodeAttribute(range_key=True, default="SUPPRESSED")
     phone = UnicodeAttribute()
     reason = UnicodeAttribute()
-    created_at = NumberAttribute()
+    source = UnicodeAttribute(null=True)  # "reply", "graph_131050", "person"
+    suppressed_at = NumberAttribute(null=True)  # epoch seconds
+    # The listing index's keys: its range key is a String, so the moment is kept as ISO 8601 here.
+    list_pk = UnicodeAttribute(default=LIST_SUPPRESSIONS)
+    created_at = UnicodeAttribute()
+    listing = ListIndex()
 
     @classmethod
     def key(cls, phone: str) -> tuple[str, str]:

@@ -34,6 +34,7 @@ class Metric:
     CAMPAIGNS_COMPLETED = "CampaignsCompleted"
     WEBHOOK_STATUSES = "WebhookStatuses"
     WEBHOOK_REJECTED = "WebhookRejected"
+    OPT_OUTS = "OptOutReplies"  # inbound messages that were an opt-out keyword (campaigns.suppressions)
 
     @classmethod
     def names(cls) -> set[str]:

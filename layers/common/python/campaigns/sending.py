@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from . import lease as leases
-from . import ledger, windows
+from . import ledger, suppressions, windows
 from .config import Settings, whatsapp_secret
 from .graph_errors import ErrorClass, classify
-from .models import Campaign, Recipient, Suppression
+from .models import Campaign, Recipient
 from .observability import logger
 from .ratelimit import RateLimiter, backoff_delay
 from .reach import ReachLimit
@@ -183,8 +183,17 @@ class OneSend:
                 return Result(rec, Kind.RETRY, retry_at=now + delay, error_class=error_class)
         ok = ledger.mark_failed(rec, owner, code, message, now)
         if ok and error_class == ErrorClass.SUPPRESS:
-            Suppression(*Suppression.key(rec.phone), phone=rec.phone, reason=f"graph {code}", created_at=now).save()
+            self._suppress(rec, code, now)
         return Result(rec, Kind.FAILED if ok else Kind.LOST, error_class=error_class, reason=f"{code}")
+
+    def _suppress(self, rec: Recipient, code: int, now: float) -> None:
+        """131050 (rare): the number goes on the suppression list and its pending recipients in every
+        campaign are skipped. The recipient's failure is checkpointed already: a store error here is
+        logged, not made the send's outcome (its status webhook's 131050 suppresses it again)."""
+        try:
+            suppressions.suppress(rec.phone, suppressions.graph_reason(code), suppressions.SOURCE_GRAPH, now)
+        except Exception:
+            logger.exception("suppressing a number failed", extra={**self.where, "seq": rec.seq})
 
     def _failed_before_checkpoint(self, rec: Recipient, owner: str, now: float) -> Result:
         """mark_sent refused: a `failed` webhook beat our checkpoint (else the claim was taken)."""

@@ -16,7 +16,8 @@ same state, and concurrent webhooks never lose each other's updates (no read-mod
     sent / in_doubt → failed (counters: old status -1, failed +1, webhook_moves +1), even after
                 delivered (one message can be delivered to one device and fail on another);
     any       → error_code, error_message, failed_at recorded; 131050 (the person stopped
-                marketing messages) puts the number on the suppression list.
+                marketing messages) puts the number on the suppression list (campaigns.suppressions:
+                its pending recipients in every campaign not finished are skipped).
 
 A status without our callback data, or naming no recipient we have, is ignored and counted.
 """
@@ -31,14 +32,13 @@ from enum import StrEnum
 
 from pynamodb.exceptions import DoesNotExist
 
-from . import proof
+from . import proof, suppressions
 from .graph_errors import ErrorClass, classify
 from .ledger import LAST_SEQ
 from .models import (
     Campaign,
     Recipient,
     Shard,
-    Suppression,
     parse_callback_key,
     recipient_sk,
     shard_pk,
@@ -280,8 +280,7 @@ def _failed(target: tuple[str, int, int], status: dict, wamid: str | None, at: f
     if classify(code) == ErrorClass.SUPPRESS:
         phone = _s(old, "phone") or ""
         if phone:
-            Suppression(*Suppression.key(phone), phone=phone, reason=f"webhook {code}", created_at=at).save()
-            logger.info("number suppressed", extra={**_where(target, "failed"), "phone": mask_phone(phone)})
+            suppressions.suppress(phone, suppressions.graph_reason(code), suppressions.SOURCE_GRAPH, at)
     return outcome, old
 
 

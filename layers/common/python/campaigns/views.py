@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 
 from pynamodb.exceptions import DoesNotExist
 
-from . import achieved
+from . import achieved, suppressions
 from .config import Settings
 from .errors import NotFound, Unprocessable
 from .graph_errors import classify
-from .models import LIST_CAMPAIGNS, Campaign, Recipient, Shard, shard_pk
+from .models import LIST_CAMPAIGNS, LIST_SUPPRESSIONS, Campaign, Recipient, Shard, Suppression, shard_pk
 from .states import (
     DELIVERY_COUNTERS,
     IN_DOUBT_COUNTERS,
@@ -192,6 +192,19 @@ def list_campaigns(status: str | None, limit: int, token: str | None) -> tuple[l
         max_pages=MAX_LISTING_PAGES,
     )
     return [campaign_summary(c) for c in found], page_token(key)
+
+
+def list_suppressions(limit: int, token: str | None) -> tuple[list[dict], str | None]:
+    """The suppression list, newest first, from the ListIndex."""
+    start = read_page_token(token)
+    if start is not None and not (_is_key(start, {"PK", "SK", "list_pk", "created_at"})
+                                  and start["list_pk"].get("S") == LIST_SUPPRESSIONS):
+        raise Unprocessable("next is not a token this API gave out", field="next")
+    found, key, _ = _bounded_query(
+        lambda **page: Suppression.listing.query(LIST_SUPPRESSIONS, scan_index_forward=False, **page),
+        Suppression, limit, start, max_pages=MAX_LISTING_PAGES,
+    )
+    return [suppressions.view(item) for item in found], page_token(key)
 
 
 def recipient_view(rec: Recipient) -> dict:
