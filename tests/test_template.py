@@ -46,6 +46,7 @@ API_ROUTES = {
     ("GET", "/campaigns/{id}"),
     ("POST", "/campaigns/{id}/recipients"),
     ("GET", "/campaigns/{id}/recipients"),
+    ("GET", "/campaigns/{id}/events"),
     ("POST", "/campaigns/{id}/send"),
     ("POST", "/campaigns/{id}/pause"),
     ("POST", "/campaigns/{id}/resume"),
