@@ -171,3 +171,9 @@ class Client:
                    next_token: str | None = None) -> dict:
         params = {"limit": limit, **({"status": status} if status else {}), **({"next": next_token} if next_token else {})}
         return self.request("GET", f"/campaigns/{campaign_id}/recipients", params=params)
+
+    def events(self, campaign_id: str, limit: int = 100, next_token: str | None = None,
+               newest_first: bool = False) -> dict:
+        params = {"limit": limit, **({"next": next_token} if next_token else {}),
+                  **({"order": "newest"} if newest_first else {})}
+        return self.request("GET", f"/campaigns/{campaign_id}/events", params=params)
