@@ -3,7 +3,8 @@
     python -m campaignctl create --name "Diwali" --phone-number-id 1234567890 \\
         --template-name diwali_offer --language en_US --csv recipients.csv [--rate 80] [--send]
     python -m campaignctl send|pause|resume|cancel|retry-failed ID
-    python -m campaignctl status ID [--watch]
+    python -m campaignctl status ID [--watch]       (with the latest event of its history)
+    python -m campaignctl events ID [--newest]      (its history: time, kind, who, cause; one a line)
     python -m campaignctl list [--status sending]
     python -m campaignctl recipients ID [--status failed]
     python -m campaignctl suppressions list|show PHONE|add PHONE [--reason R]|remove PHONE

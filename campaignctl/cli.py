@@ -92,6 +92,23 @@ def describe(campaign: dict) -> str:
     return "\n".join(lines)
 
 
+def event_line(event: dict) -> str:
+    """One event of a campaign's history: time, kind, who, cause (and until when, the error code)."""
+    line = f"{event['at']}  {event['kind']:<12} {event['by']:<8} {event['cause']}"
+    if event.get("until"):
+        line += f" (until {event['until']})"
+    if event.get("code") is not None:
+        line += f" [code {event['code']}]"
+    return line
+
+
+def with_last_event(client: Client, campaign: dict) -> str:
+    """The status, and the latest event of its history (what last happened to it, and why)."""
+    text = describe(campaign)
+    latest = (client.events(campaign["id"], limit=1, newest_first=True).get("items") or [None])[0]
+    return text + (f"\n  last event: {event_line(latest)}" if latest else "")
+
+
 def import_summary(report: dict) -> str:
     text = (f"{report.get('accepted', 0)} recipients imported ({report.get('total', 0)} in the campaign), "
             f"{report.get('rejected_count', 0)} rejected, {report.get('duplicates', 0)} duplicates dropped, "
@@ -153,7 +170,7 @@ def cmd_action(client: Client, args, out: IO[str]) -> int:
 def cmd_status(client: Client, args, out: IO[str]) -> int:
     campaign = client.get(args.id)
     if not args.watch:
-        print(json.dumps(campaign) if args.json else describe(campaign), file=out)
+        print(json.dumps(campaign) if args.json else with_last_event(client, campaign), file=out)
         return 0
     tty = out.isatty()
     last = None
@@ -175,7 +192,19 @@ def cmd_status(client: Client, args, out: IO[str]) -> int:
     if tty and not args.json:
         out.write("\n")
     if not args.json:
-        print(describe(campaign), file=out)
+        print(with_last_event(client, campaign), file=out)
+    return 0
+
+
+def cmd_events(client: Client, args, out: IO[str]) -> int:
+    page = client.events(args.id, args.limit, args.next, newest_first=args.newest)
+    if args.json:
+        print(json.dumps(page), file=out)
+        return 0
+    items = page.get("items") or []
+    print("\n".join(event_line(e) for e in items) if items else "no event yet", file=out)
+    if page.get("next"):
+        print(f"more: --next {page['next']}", file=out)
     return 0
 
 
@@ -314,6 +343,14 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", action="store_true", help="a live progress bar until it stops sending")
     status.add_argument("--interval", type=float, default=1.0, help="refresh period of --watch (seconds)")
     status.set_defaults(run=cmd_status)
+
+    events = commands.add_parser("events", help="a campaign's history: every start, pause, resume, wait and "
+                                 "completion, with who and why (oldest first)")
+    events.add_argument("id")
+    events.add_argument("--newest", action="store_true", help="the newest first")
+    events.add_argument("--limit", type=int, default=100)
+    events.add_argument("--next", help="the `next` token of the previous page")
+    events.set_defaults(run=cmd_events)
 
     listing = commands.add_parser("list", help="campaigns, newest first")
     listing.add_argument("--status", choices=("draft", "scheduled", "sending", "paused", "completed", "cancelled"))

@@ -184,3 +184,9 @@ class Client:
 
     def unsuppress(self, phone: str) -> None:
         self.request("DELETE", f"/suppressions/{quote(phone, safe='')}")
+
+    def events(self, campaign_id: str, limit: int = 100, next_token: str | None = None,
+               newest_first: bool = False) -> dict:
+        params = {"limit": limit, **({"next": next_token} if next_token else {}),
+                  **({"order": "newest"} if newest_first else {})}
+        return self.request("GET", f"/campaigns/{campaign_id}/events", params=params)

@@ -7,7 +7,8 @@ polls every second. A sampler thread builds the time series: once per `interval`
 through the very API handler the HTTP routes use (in-process, the same proxy events), so what the
 dashboard shows is what the API answers. Recent errors come from the API (paused reason, last error,
 the latest failed recipients with their Graph error codes) and from the runtime (invocations that were
-killed, timed out or raised).
+killed, timed out or raised). Each campaign's history (`GET /campaigns/{id}/events`, the latest first:
+every start, pause, resume, wait and completion, with who and why) is read with its status.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ACTIVE = ("sending", "paused", "scheduled")
 IDLE_REFRESH_SECONDS = 15.0
 LISTED_CAMPAIGNS = 20
 RECENT_ERRORS = 8
+HISTORY_SHOWN = 10  # the latest events of a campaign's history
 
 
 def shown_phone(phone: str | None) -> str | None:
@@ -45,6 +47,7 @@ class _Track:
         self.status: dict = {}
         self.samples: deque[tuple[float, int, float]] = deque(maxlen=history)  # (t, done, progress)
         self.errors: list[dict] = []
+        self.history: list[dict] = []  # its latest events, the newest first
         self.fetched_at = 0.0
         self.failed_seen = 0
 
@@ -141,13 +144,23 @@ class Dashboard:
         failed = int(counts.get("failed") or 0)
         if failed != track.failed_seen:
             errors = self._failed_recipients(campaign_id) or errors
+        history = self._events(campaign_id)
         with self._lock:
             track.status = campaign
             track.fetched_at = now
             track.failed_seen = failed
             track.errors = errors
+            track.history = history if history is not None else track.history
             if campaign.get("status") != "draft":
                 track.samples.append((now, done, float(campaign.get("progress") or 0.0)))
+
+    def _events(self, campaign_id: str) -> list[dict] | None:
+        """The campaign's latest events, the newest first (None if the API did not answer them)."""
+        status, page = self.gateway.call_api("GET", f"/campaigns/{campaign_id}/events",
+                                             {"order": "newest", "limit": str(HISTORY_SHOWN)})
+        if status != 200 or not isinstance(page, dict) or not isinstance(page.get("items"), list):
+            return None
+        return [{k: e.get(k) for k in ("at", "kind", "by", "cause", "until", "code")} for e in page["items"]]
 
     def _failed_recipients(self, campaign_id: str) -> list[dict]:
         status, page = self.gateway.call_api("GET", f"/campaigns/{campaign_id}/recipients",
@@ -238,6 +251,7 @@ class Dashboard:
             "completed_at": status.get("completed_at"),
             "series": {"t": series_t, "progress": progress, "mps": mps},
             "errors": errors[:RECENT_ERRORS],
+            "history": list(track.history),
         }
 
     def page(self) -> str:

@@ -212,8 +212,8 @@ MUTATIONS = (
         "event-resumes-a-persons-pause", "8 errors classified once", f"{CAMPAIGNS}/provider_events.py",
         (edit("            if campaign.paused_by == PAUSED_BY_PROVIDER and not campaign.paused_until:",
               "            if True:"),
-         edit("        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER)",
-              "        service.resume(campaign_id, settings)")),
+         edit("        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER, cause=cause)",
+              "        service.resume(campaign_id, settings, cause=cause)")),
         ("tests/test_sending.py::test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_only_those",),
     ),
     Mutation(
@@ -257,6 +257,17 @@ MUTATIONS = (
         (edit("        elif decided == Ending.EXPIRE and self._expire_pending():",
               "        elif decided == Ending.EXPIRE and False:"),),
         ("tests/test_sending.py::test_after_its_expiry_a_campaign_sends_nothing_and_the_rest_ends_expired",),
+    ),
+    Mutation(
+        "wait-recorded-per-shard", "history (not an invariant)", f"{CAMPAIGNS}/lifecycle.py",
+        (edit('    if old is not None and _text(old, "waiting_reason") != reason:', "    if old is not None:"),),
+        ("tests/test_history.py::test_a_wait_is_recorded_once_however_many_shards_park_and_again_when_its_reason_changes",),
+    ),
+    Mutation(
+        "provider-resume-recorded-as-a-persons", "history (not an invariant)", f"{CAMPAIGNS}/service.py",
+        (edit('                      condition, by=only_if_paused_by or "person", cause=cause)',
+              '                      condition, cause=cause)'),),
+        ("tests/test_history.py::test_a_template_meta_pauses_leaves_the_providers_pause_and_its_unpause_the_resume",),
     ),
     Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",

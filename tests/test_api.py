@@ -590,6 +590,10 @@ def test_pause_resume_and_cancel(stack):
     wait_until(lambda: not Shard.get(*Shard.key(cid, 0), consistent_read=True).lease_owner, timeout=30,
                what="the sender to stop")
     assert call("GET", f"/campaigns/{cid}").body["counts"]["pending"] > 0
+    events = call("GET", f"/campaigns/{cid}/events").body["items"]
+    assert [(e["kind"], e["by"], e["cause"]) for e in events] == [
+        ("started", "person", "send requested"), ("paused", "person", "paused by request"),
+        ("resumed", "person", "resume requested"), ("cancelled", "person", "cancel requested")]
 
 
 def test_concurrent_pause_and_resume_end_consistent(stack):
@@ -644,9 +648,45 @@ def test_retry_failed_sends_retryable_failures_again(stack):
                       timeout=60, what="the retry to complete")
     assert done["counts"]["sent"] == 2 and done["counts"]["failed"] == 1
     assert [s["to"] for s in stack.fake.sends()].count(digits(1)) == 1
+    # The event follows the status it tells of (the sender writes the completion, then its event).
+    events = wait_until(lambda: len(e := call("GET", f"/campaigns/{cid}/events").body["items"]) >= 4 and e, 10,
+                        "the second completion's event")
+    assert [(e["kind"], e["by"]) for e in events] == [("started", "person"), ("completed", "system"),
+                                                      ("retried", "person"), ("completed", "system")]
+    assert events[2]["cause"] == "1 retryable failure(s) back to pending"
 
 
 # -- GET -----------------------------------------------------------------------------------------------------
+
+
+def test_events_are_the_campaigns_history_in_pages_oldest_or_newest_first(stack):
+    send_at = time.time() + 3600
+    cid = create(send_at=send_at)["id"]
+    assert call("GET", f"/campaigns/{create()['id']}/events").body == {"items": [], "next": None}  # a draft's
+    call("POST", f"/campaigns/{cid}/cancel")
+    answer = call("GET", f"/campaigns/{cid}/events")
+    assert answer.status == 200 and answer.body["next"] is None
+    scheduled, cancelled = answer.body["items"]
+    assert set(scheduled) == {"at", "kind", "by", "cause", "until", "code"}
+    assert (scheduled["kind"], scheduled["by"], scheduled["code"]) == ("scheduled", "person", None)
+    assert abs(epoch_of(scheduled["until"]) - send_at) < 0.002 and epoch_of(scheduled["at"]) <= time.time()
+    assert (cancelled["kind"], cancelled["cause"], cancelled["until"]) == ("cancelled", "cancel requested", None)
+    assert epoch_of(scheduled["at"]) <= epoch_of(cancelled["at"])
+    first = call("GET", f"/campaigns/{cid}/events", query={"limit": "1"}).body
+    assert [e["kind"] for e in first["items"]] == ["scheduled"] and first["next"]
+    rest = call("GET", f"/campaigns/{cid}/events", query={"limit": "1", "next": first["next"]}).body
+    assert [e["kind"] for e in rest["items"]] == ["cancelled"]
+    # A full last page cannot know it is the last: its `next` answers an empty page that ends the listing.
+    assert call("GET", f"/campaigns/{cid}/events", query={"next": rest["next"]}).body == {"items": [], "next": None}
+    newest = call("GET", f"/campaigns/{cid}/events", query={"order": "newest", "limit": "1"}).body
+    assert [e["kind"] for e in newest["items"]] == ["cancelled"]
+    assert_error(call("GET", "/campaigns/0123456789abcdef/events"), 404, "not_found", "id")
+    for query, field in (({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"), ({"order": "up"}, "order"),
+                         ({"next": "not-a-token"}, "next")):
+        assert_error(call("GET", f"/campaigns/{cid}/events", query=query), 422, "validation_error", field)
+    other = create(send_at=send_at)["id"]  # a token of one campaign's history is not one of another's
+    assert_error(call("GET", f"/campaigns/{other}/events", query={"next": first["next"]}), 422,
+                 "validation_error", "next")
 
 
 def test_get_unknown_campaign_is_404(stack):

@@ -85,6 +85,18 @@ def test_pause_resume_cancel(api, tmp_path):
     assert run(url, "resume", campaign_id)[0] == 0
     code, out = run(url, "cancel", campaign_id)
     assert code == 0 and "is cancelled" in out
+    # Its history, one event a line: time, kind, who, cause; oldest first (--newest: the newest first).
+    code, out = run(url, "events", campaign_id)
+    lines = out.splitlines()
+    assert code == 0 and [line.split()[1:3] for line in lines] == [
+        ["started", "person"], ["paused", "person"], ["resumed", "person"], ["cancelled", "person"]]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00  paused       person   paused by request$",
+                    lines[1]), lines[1]
+    code, out = run(url, "events", campaign_id, "--newest", "--limit", "1")
+    assert out.split()[1] == "cancelled" and "more: --next " in out
+    assert [e["kind"] for e in json.loads(run(url, "--json", "events", campaign_id)[1])["items"]][-1] == "cancelled"
+    code, out = run(url, "status", campaign_id)  # the status view ends with the latest event
+    assert code == 0 and re.search(r"last event: \S+  cancelled +person +cancel requested$", out), out
 
 
 def test_errors_are_one_line_with_an_exit_status(api, tmp_path, capsys):

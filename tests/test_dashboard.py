@@ -58,7 +58,9 @@ class Campaigns(HTMLParser):
             self.body = attrs
         if tag == "section" and "data-campaign-id" in attrs:
             self._current = self.found[attrs["data-campaign-id"]] = {**attrs, "counts": {}, "figures": {},
-                                                                      "errors": []}
+                                                                      "errors": [], "history": []}
+        if self._current is not None and tag == "div" and "data-event-kind" in attrs:
+            self._current["history"].append((attrs["data-event-kind"], attrs["data-event-by"]))
         if self._current is not None and tag == "td" and "data-count" in attrs:
             self._cell = attrs["data-count"]
         if self._current is not None and tag == "span" and attrs.get("class") in FIGURES:
@@ -136,6 +138,8 @@ def test_the_dashboard_shows_a_running_campaign(stack, tmp_path):
     number = next(n for n in before["numbers_feed"] if n["phone_number_id"] == "1234567890")
     assert [(s["campaign_id"], s["share_mps"]) for s in number["sending"]] == [(campaign_id, 20.0)]
     assert 'data-number="1234567890"' in dom
+    # Its history, the latest first: the person's send at the bottom (and its completion above, if done).
+    assert shown["history"][-1] == ("started", "person"), shown["history"]
 
 
 class _Answers:
@@ -143,14 +147,17 @@ class _Answers:
 
     runtime = None
 
-    def __init__(self, campaign: dict, failed: list[dict]):
-        self.campaign, self.failed = campaign, failed
+    def __init__(self, campaign: dict, failed: list[dict], events: list[dict] | None = None):
+        self.campaign, self.failed, self.events = campaign, failed, events or []
 
     def call_api(self, method, path, query=None, body=None):
         if path == "/campaigns":
             return 200, {"items": [{"id": self.campaign["id"], "status": self.campaign["status"]}], "next": None}
         if path.endswith("/recipients"):
             return 200, {"items": self.failed, "next": None}
+        if path.endswith("/events"):
+            assert query == {"order": "newest", "limit": "10"}
+            return 200, {"items": self.events, "next": None}
         return 200, self.campaign
 
 
@@ -164,18 +171,32 @@ def test_the_page_names_the_achieved_rate_the_pace_and_the_eta_and_reads_iso_mom
     failed = [{"failed_at": at, "phone": "919876543210", "error_code": 131026, "error_class": "recipient",
                "error_message": "undeliverable"} for at in ("2026-11-28T18:54:21.000+00:00",
                                                             "2026-11-28T18:54:29.000+00:00")]
-    dashboard = Dashboard(_Answers(campaign, failed))
+    events = [  # as the API answers them with order=newest
+        {"at": "2026-11-28T18:55:00.000+00:00", "kind": "waiting", "by": "system", "cause": "send_window",
+         "until": "2026-11-29T03:30:00.000+00:00", "code": None},
+        {"at": "2026-11-28T18:54:40.000+00:00", "kind": "resumed", "by": "provider",
+         "cause": "template diwali_offer (en_US) APPROVED UNPAUSE by Meta", "until": None, "code": None},
+        {"at": "2026-11-28T18:54:30.000+00:00", "kind": "paused", "by": "provider",
+         "cause": "template diwali_offer (en_US) PAUSED by Meta: LOW_QUALITY", "until": None, "code": None},
+        {"at": "2026-11-28T18:54:20.970+00:00", "kind": "started", "by": "person", "cause": "send requested",
+         "until": None, "code": None}]
+    dashboard = Dashboard(_Answers(campaign, failed, events))
     dashboard.sample()
     page_file = tmp_path / "dashboard.html"
     page_file.write_text(dashboard.page(), encoding="utf-8")
     page = Campaigns()
-    page.feed(render(page_file.as_uri(), tmp_path))  # its first render, from the metrics in the page
+    dom = render(page_file.as_uri(), tmp_path)  # its first render, from the metrics in the page
+    page.feed(dom)
     shown = page.found["c0ffee"]
     assert shown["figures"] == {"achieved": "achieved 38.4 msg/s", "pace": "pace 79.2 msg/s", "eta": "ETA 10 s"}
     # The failed recipients' ISO moments are shown as times of day, the latest first.
     times = [parts[0] for parts in shown["errors"]]
     assert len(times) == 2 and all(re.fullmatch(r"\d{1,2}:\d\d:\d\d( [AP]M)?", t) for t in times), times
     assert times[0] != times[1] and "29" in times[0].split(":")[2]
+    # The history, the latest first, each event with who and why.
+    assert shown["history"] == [("waiting", "system"), ("resumed", "provider"), ("paused", "provider"),
+                                ("started", "person")]
+    assert "PAUSED by Meta: LOW_QUALITY" in dom and "send_window (until " in dom
 
 
 def test_the_feed_reports_stuck_shards_and_recent_failures(stack):

@@ -48,6 +48,7 @@ API_ROUTES = {
     ("GET", "/campaigns/{id}"),
     ("POST", "/campaigns/{id}/recipients"),
     ("GET", "/campaigns/{id}/recipients"),
+    ("GET", "/campaigns/{id}/events"),
     ("POST", "/campaigns/{id}/send"),
     ("POST", "/campaigns/{id}/pause"),
     ("POST", "/campaigns/{id}/resume"),
@@ -684,4 +685,4 @@ def test_only_items_meant_to_vanish_carry_the_tables_ttl_attribute(sam):
     carrying = {name for name, model in vars(models).items()
                 if isinstance(model, type) and issubclass(model, pynamodb.models.Model)
                 and ttl in {attr.attr_name for attr in model.get_attributes().values()}}
-    assert carrying == {"ImportLock"}
+    assert carrying == {"ImportLock", "CampaignEvent"}  # a history kept 90 days

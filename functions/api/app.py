@@ -8,7 +8,7 @@ nothing is written when a request is refused.
 import json
 import re
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -28,13 +28,14 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from campaigns import edge, imports, numbers, phones, service, suppressions, templates, views
+from campaigns import edge, history, imports, numbers, phones, service, suppressions, templates, views
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
     CreateCampaign,
     CreatedCampaign,
     ErrorOut,
+    EventPage,
     ImportReport,
     ImportRequest,
     NumberIn,
@@ -338,6 +339,24 @@ def list_recipients(
     next: Annotated[str | None, Query(max_length=4096)] = None,
 ):
     items, token = views.list_recipients(_campaign_id(id), status, limit, next)
+    return edge.json_answer(200, {"items": items, "next": token})
+
+
+@app.get(
+    "/campaigns/<id>/events",
+    summary="A campaign's history: every start, pause, resume, wait and completion, with its cause and time",
+    description="Oldest first (`order=newest`: the newest first); pass `next` for the following page.",
+    responses={**_ok(200, EventPage, "a page of events"), **_errors(404, 422)},
+    tags=["campaigns"],
+)
+def list_events(
+    id: str,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    next: Annotated[str | None, Query(max_length=4096)] = None,
+    order: Annotated[Literal["oldest", "newest"], Query()] = "oldest",
+):
+    views.get_campaign(_campaign_id(id))  # 404 for an unknown campaign
+    items, token = history.events(id, limit, next, newest_first=order == "newest")
     return edge.json_answer(200, {"items": items, "next": token})
 
 

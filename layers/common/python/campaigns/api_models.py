@@ -347,6 +347,31 @@ class RecipientPage(BaseModel):
     next: str | None
 
 
+class EventOut(BaseModel):
+    """One entry of a campaign's history (campaigns.history)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "at": "2026-11-28T18:54:13.556+00:00", "kind": "paused", "by": "provider",
+        "cause": "template diwali_offer (en_US) PAUSED by Meta: LOW_QUALITY", "until": None, "code": None}})
+
+    at: datetime = Field(description="when it happened (ISO 8601, UTC; the writing function's clock)")
+    kind: Literal["started", "scheduled", "paused", "resumed", "waiting", "waiting_over", "completed", "cancelled",
+                  "retried"] = Field(description="what happened: `waiting` is a sending campaign whose shards "
+                                     "parked for a limit, `waiting_over` a batch sending again after it")
+    by: Literal["person", "provider", "error", "system"] = Field(
+        description="a person (the API), the provider (Meta's template event or a code of its own), a "
+        "campaign-fatal error, or the system (the schedule, a limit, the last recipient settled)")
+    cause: str = Field(description="the reason: the pause's, the provider's event, the error, the limit "
+                       "waited for (`messaging_limit`, `send_window`)")
+    until: Moment = Field(description="a wait's expected end, a schedule's start")
+    code: int | None = Field(description="the Graph error code of an error's pause")
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next: str | None = Field(description="pass as ?next= for the following page; null at the end")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

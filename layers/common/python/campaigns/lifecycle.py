@@ -4,6 +4,10 @@ A status changes only here, by one conditional write whose condition is the set 
 `states.py` allows the change from: a person's action (`transition`), a campaign-fatal Graph error
 (`pause_for_error`), or the last shard closing (`close_shard`). Shards start through `start_shard`,
 which reserves the lease (`lease.hand_to`) and invokes the batch.
+
+Each status write, and each change of the reason a sending campaign waits for (`wait_for`,
+`stop_waiting`), is followed by one event of the campaign's history (`history.record`), here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from . import invoker
+from . import history, invoker
 from . import lease as leases
 from .config import Settings
 from .errors import Conflict
-from .models import DUE_CAMPAIGN, DUE_SHARD, Campaign, Shard, write_if
+from .history import Kind
+from .models import DUE_CAMPAIGN, DUE_SHARD, Campaign, Shard, write_if, write_if_returning_old
 from .observability import Metric, count, logger
 from .states import CAMPAIGN_ACTIONS, CAMPAIGN_TRANSITIONS, CampaignStatus
 from .timestamps import now_iso
@@ -49,13 +54,20 @@ def _refused(campaign_id: str, what: str) -> Conflict:
     return Conflict(f"cannot {what} a campaign that is {current.status}", current_status=current.status)
 
 
-def transition(campaign_id: str, action: str, extra_actions: list | None = None, condition=None) -> Campaign:
+# What each action of states.CAMPAIGN_ACTIONS leaves in the campaign's history.
+ACTION_EVENTS = {"schedule": Kind.SCHEDULED, "send": Kind.STARTED, "pause": Kind.PAUSED, "resume": Kind.RESUMED,
+                 "cancel": Kind.CANCELLED, "retry-failed": Kind.RETRIED}
+
+
+def transition(campaign_id: str, action: str, extra_actions: list | None = None, condition=None, *,
+               by: str = "person", cause: str | None = None, until: float | None = None) -> Campaign:
     """Apply a person's action (states.CAMPAIGN_ACTIONS); 409 with the current status if illegal
-    (or if `condition`, a further one, does not hold)."""
+    (or if `condition`, a further one, does not hold). `by`, `cause`, `until`: its history event."""
     sources, target = CAMPAIGN_ACTIONS[action]
     item = _write_status(campaign_id, sources, target, list(extra_actions or []), condition)
     if item is None:
         raise _refused(campaign_id, action)
+    history.record(campaign_id, ACTION_EVENTS[action], by, cause or f"{action} requested", until=until)
     return item
 
 
@@ -81,6 +93,8 @@ def pause_for_error(campaign_id: str, reason: str, code: int | None = None) -> b
     paused = _write_status(campaign_id, sources, target,
                            [Campaign.paused_reason.set(reason), Campaign.last_error.set(reason),
                             Campaign.paused_by.set(by)])
+    if paused is not None:
+        history.record(campaign_id, Kind.PAUSED, by, reason, code=code)
     return paused is not None
 
 
@@ -90,22 +104,29 @@ def pause_for_provider(campaign_id: str, reason: str, until: float | None = None
     then); None: when the provider's event lifts it. False if it was neither sending nor scheduled."""
     due = ([Campaign.paused_until.set(until), Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(until)]
            if until is not None else [Campaign.due_kind.remove(), Campaign.due_at.remove()])
-    paused = _write_status(campaign_id, (CampaignStatus.SENDING, CampaignStatus.SCHEDULED), CampaignStatus.PAUSED,
-                           [Campaign.paused_reason.set(reason[:500]), Campaign.paused_by.set("provider"), *due])
+    for source in (CampaignStatus.SENDING, CampaignStatus.SCHEDULED):  # which one: its resume goes back there
+        paused = _write_status(campaign_id, (source,), CampaignStatus.PAUSED,
+                               [Campaign.paused_reason.set(reason[:500]), Campaign.paused_by.set("provider"),
+                                Campaign.paused_from.set(source.value), *due])
+        if paused is not None:
+            break
     if paused is not None:
+        history.record(campaign_id, Kind.PAUSED, "provider", reason, until=until)
         leases.request_halt(campaign_id, range(int(paused.shard_count)))
     return paused is not None
 
 
-def reschedule(campaign_id: str, send_at: float, paused_by: str) -> Campaign:
+def reschedule(campaign_id: str, send_at: float, paused_by: str, by: str, cause: str | None) -> Campaign:
     """A provider's pause of a campaign that never started ends: scheduled again for `send_at`
-    (409 if it is no longer paused by `paused_by`)."""
+    (409 if it is no longer paused by `paused_by`). `by`, `cause`: its history event."""
     item = _write_status(campaign_id, (CampaignStatus.PAUSED,), CampaignStatus.SCHEDULED,
                          [Campaign.paused_reason.remove(), Campaign.paused_by.remove(), Campaign.paused_until.remove(),
-                          Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(send_at)],
+                          Campaign.paused_from.remove(), Campaign.due_kind.set(DUE_CAMPAIGN),
+                          Campaign.due_at.set(send_at)],
                          Campaign.paused_by == paused_by)
     if item is None:
         raise _refused(campaign_id, "resume")
+    history.record(campaign_id, Kind.SCHEDULED, by, cause or "resume requested", until=send_at)
     return item
 
 
@@ -118,14 +139,27 @@ def halt_for_error(campaign_id: str, shard_count: int, reason: str, code: int | 
 
 
 def wait_for(campaign_id: str, reason: str, until: float) -> None:
-    """A sending campaign waits for a limit (the messaging limit): its status says why and until when."""
-    write_if(Campaign(*Campaign.key(campaign_id)),
-             [Campaign.waiting_reason.set(reason), Campaign.waiting_until.set(until)],
-             Campaign.status == CampaignStatus.SENDING)
+    """A sending campaign waits for a limit (the messaging limit, its send window): its status says why
+    and until when. Every shard that parks writes it; only the one that changes the reason records it."""
+    old = write_if_returning_old(Campaign, *Campaign.key(campaign_id),
+                                 [Campaign.waiting_reason.set(reason), Campaign.waiting_until.set(until)],
+                                 Campaign.status == CampaignStatus.SENDING)
+    if old is not None and _text(old, "waiting_reason") != reason:
+        history.record(campaign_id, Kind.WAITING, "system", reason, until=until)
 
 
 def stop_waiting(campaign_id: str) -> None:
-    write_if(Campaign(*Campaign.key(campaign_id)), [Campaign.waiting_reason.remove(), Campaign.waiting_until.remove()])
+    """A batch starts sending again: the wait is over (recorded by the one batch that clears it)."""
+    old = write_if_returning_old(Campaign, *Campaign.key(campaign_id),
+                                 [Campaign.waiting_reason.remove(), Campaign.waiting_until.remove()],
+                                 Campaign.waiting_reason.exists())
+    if old is not None:
+        history.record(campaign_id, Kind.WAITING_OVER, "system", _text(old, "waiting_reason") or "-")
+
+
+def _text(attributes: dict, name: str) -> str | None:
+    """A string attribute of an item in DynamoDB JSON (write_if_returning_old's answer)."""
+    return (attributes.get(name) or {}).get("S")
 
 
 def close_shard(campaign_id: str, shard: int) -> None:
@@ -140,6 +174,7 @@ def close_shard(campaign_id: str, shard: int) -> None:
         condition=Campaign.open_shards.does_not_exist(),
     )
     if completed is not None:
+        history.record(campaign_id, Kind.COMPLETED, "system", "every recipient settled")
         count(Metric.CAMPAIGNS_COMPLETED)
         logger.info("campaign completed", extra={"campaign_id": campaign_id})
 

@@ -1,7 +1,9 @@
-"""pynamodb models of the one table: campaign, shard, recipient, suppression.
+"""pynamodb models of the one table: campaign, its history, shard, recipient, suppression.
 
 Keys (the table itself is defined in template.yaml):
   campaign     PK=CAMPAIGN#<id>                SK=META
+  event        PK=CAMPAIGN#<id>                SK=EVENT#<epoch ms, 13 digits>#<6 hex>  (its history;
+               a Query with begins_with(SK, "EVENT#") reads it in time order; TTL expires_at)
   shard        PK=CAMPAIGN#<id>#SHARD#<n>      SK=SHARD
   recipient    PK=CAMPAIGN#<id>#SHARD#<n>      SK=R#<seq>
   suppression  PK=SUPPRESSED#<phone>           SK=SUPPRESSED
@@ -39,6 +41,7 @@ DUE_CAMPAIGN = "campaign"
 LIST_CAMPAIGNS = "CAMPAIGN"
 LIST_NUMBERS = "NUMBER"
 LIST_SUPPRESSIONS = "SUPPRESSION"
+EVENT_PREFIX = "EVENT#"  # the sort keys of a campaign's history, in its partition
 
 
 class _Meta:
@@ -130,6 +133,7 @@ class Campaign(_TableModel):
     # A pause of the provider's that ends at a known time (an account restriction's expiration):
     # the campaign is in the DueIndex then, and recovery resumes it.
     paused_until = NumberAttribute(null=True)
+    paused_from = UnicodeAttribute(null=True)  # a provider's pause: "sending" or "scheduled", where it goes back
     last_error = UnicodeAttribute(null=True)
     # Still `sending`, but waiting for a limit to free room (campaigns.reach): why, and until when.
     waiting_reason = UnicodeAttribute(null=True)
@@ -158,6 +162,33 @@ class Campaign(_TableModel):
     @classmethod
     def key(cls, campaign_id: str) -> tuple[str, str]:
         return campaign_pk(campaign_id), "META"
+
+
+class CampaignEvent(_TableModel):
+    """One entry of a campaign's history (campaigns.history): a pause, resume, wait, start, completion...
+    In the campaign's own partition, after its META item; written once a status change or a wait, never
+    per message. Deleted by the table's TTL (`expires_at`) once older than history.KEEP_SECONDS."""
+
+    class Meta(_Meta):
+        pass
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True)
+    kind = UnicodeAttribute()  # history.Kind
+    by = UnicodeAttribute()  # "person", "provider", "error", "system"
+    cause = UnicodeAttribute()  # the reason, the provider's event, the error, the limit waited for
+    at = NumberAttribute()  # epoch seconds (the writer's clock), to the millisecond
+    until = NumberAttribute(null=True)  # a wait's end, a schedule's start (epoch seconds)
+    code = NumberAttribute(null=True)  # the Graph error code of a fatal error's pause
+    expires_at = NumberAttribute()  # the table's TTL attribute
+
+    @classmethod
+    def key(cls, campaign_id: str, at_ms: int, tag: str) -> tuple[str, str]:
+        return campaign_pk(campaign_id), f"{EVENT_PREFIX}{at_ms:013d}#{tag}"
+
+    @property
+    def campaign_id(self) -> str:
+        return self.PK.split("#", 1)[1]
 
 
 class Shard(_TableModel):

@@ -35,6 +35,7 @@ class Metric:
     WEBHOOK_STATUSES = "WebhookStatuses"
     WEBHOOK_REJECTED = "WebhookRejected"
     OPT_OUTS = "OptOutReplies"  # inbound messages that were an opt-out keyword (campaigns.suppressions)
+    HISTORY_WRITES_FAILED = "HistoryWritesFailed"  # a campaign's history event not written (campaigns.history)
 
     @classmethod
     def names(cls) -> set[str]:
@@ -47,6 +48,12 @@ def count(name: str, value: float = 1) -> None:
 
 def latency_ms(name: str, value: float) -> None:
     metrics.add_metric(name=name, unit=MetricUnit.Milliseconds, value=value)
+
+
+def count_now(name: str, value: float = 1) -> None:
+    """A count emitted at once, whichever function it is in (the API flushes no metrics of its own)."""
+    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE):
+        pass
 
 
 def count_failed(error_class: str | None) -> None:

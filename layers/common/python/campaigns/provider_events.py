@@ -71,9 +71,10 @@ def apply_template_event(value: dict, settings: Settings) -> dict:
         for campaign in _campaigns(WAITING, lambda c: _sends_template(c, name, language)):
             done[campaign.id] = _pause(campaign.id, reason)
     else:
+        cause = f"template {name} ({language}) {event}{' UNPAUSE' if event == 'APPROVED' else ''} by Meta"
         for campaign in _campaigns((CampaignStatus.PAUSED,), lambda c: _sends_template(c, name, language)):
             if campaign.paused_by == PAUSED_BY_PROVIDER and not campaign.paused_until:
-                done[campaign.id] = _resume(campaign.id, settings)
+                done[campaign.id] = _resume(campaign.id, settings, cause)
     logger.info("template event applied", extra={"event": event, "template": name, "campaigns": done})
     return done
 
@@ -134,9 +135,9 @@ def _pause(campaign_id: str, reason: str, until: float | None = None) -> str:
     return "paused" if lifecycle.pause_for_provider(campaign_id, reason, until) else "unchanged"
 
 
-def _resume(campaign_id: str, settings: Settings) -> str:
+def _resume(campaign_id: str, settings: Settings, cause: str) -> str:
     try:
-        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER)
+        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER, cause=cause)
         return "resumed"
     except ServiceError as refused:
         return f"unchanged: {refused}"

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from . import imports, ledger, lifecycle
+from . import history, imports, ledger, lifecycle
 from . import lease as leases
 from .config import Settings
 from .errors import Conflict, ImportInProgress, NotFound, ServiceError, Unprocessable
@@ -24,7 +24,7 @@ from .models import DUE_CAMPAIGN, Campaign, Recipient, Shard, recipient_sk, shar
 from .observability import logger
 from .states import CAMPAIGN_ACTIONS, IMPORTABLE, CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
-from .timestamps import now_iso
+from .timestamps import iso_utc, now_iso
 from .views import committed_total, get_campaign
 
 # The refusals callers catch as `service.<Error>` (the HTTP edge maps each to its answer).
@@ -80,6 +80,9 @@ def create_campaign(spec: CampaignSpec, settings: Settings, campaign_id: str | N
     if scheduled:
         campaign.due_kind, campaign.due_at = DUE_CAMPAIGN, spec.send_at
     campaign.save(condition=Campaign.PK.does_not_exist())
+    if scheduled:
+        history.record(campaign_id, history.Kind.SCHEDULED, "person", f"to start at {iso_utc(spec.send_at)}",
+                       until=spec.send_at)
     return campaign
 
 
@@ -145,7 +148,7 @@ def _open_shards(campaign: Campaign) -> list[int]:
     return sorted(int(n) for n in (campaign.open_shards or set()))
 
 
-def send(campaign_id: str, settings: Settings) -> Campaign:
+def send(campaign_id: str, settings: Settings, by: str = "person", cause: str | None = None) -> Campaign:
     campaign = get_campaign(campaign_id)
     _require(campaign, CAMPAIGN_ACTIONS["send"][0], "send")
     if not int(campaign.recipient_count):
@@ -161,6 +164,7 @@ def send(campaign_id: str, settings: Settings) -> Campaign:
             Campaign.due_kind.remove(),
             Campaign.due_at.remove(),
         ],
+        by=by, cause=cause,
     )
     start_shards(campaign_id, shards, settings)
     return item
@@ -169,7 +173,7 @@ def send(campaign_id: str, settings: Settings) -> Campaign:
 def start_scheduled(campaign_id: str, settings: Settings) -> bool:
     """Recovery found a scheduled campaign whose time has come."""
     try:
-        send(campaign_id, settings)
+        send(campaign_id, settings, by="system", cause="its scheduled time came")
         return True
     except ServiceError as error:
         logger.warning("scheduled campaign not started", extra={"campaign_id": campaign_id, "why": error.message})
@@ -186,7 +190,7 @@ def pause(campaign_id: str, reason: str = "paused by request", by: str = "person
     """`by`: a person (the API), or the provider (a template event): only the provider's pauses are
     resumed by the provider's events."""
     return _halting(transition(campaign_id, "pause", [Campaign.paused_reason.set(reason[:500]),
-                                                      Campaign.paused_by.set(by)]))
+                                                      Campaign.paused_by.set(by)], by=by, cause=reason))
 
 
 def cancel(campaign_id: str) -> Campaign:
@@ -200,29 +204,32 @@ def _halting(campaign: Campaign) -> Campaign:
     return campaign
 
 
-def resume(campaign_id: str, settings: Settings, only_if_paused_by: str | None = None) -> Campaign:
+def resume(campaign_id: str, settings: Settings, only_if_paused_by: str | None = None,
+           cause: str | None = None) -> Campaign:
     """Sending again: the status first, then the shards (see ShardBatch._restart_if_resumed).
-    `only_if_paused_by`: an event resumes only the pauses of its own kind (never a person's)."""
+    `only_if_paused_by`: an event resumes only the pauses of its own kind (never a person's); the
+    resume is then that kind's (its history event's `by`), with the event as its `cause`."""
     campaign = get_campaign(campaign_id)
     _require(campaign, CAMPAIGN_ACTIONS["resume"][0], "resume")
     if only_if_paused_by and campaign.paused_by != only_if_paused_by:
         raise Conflict(f"campaign {campaign_id} was paused by {campaign.paused_by or 'a person'}",
                        current_status=campaign.status)
-    if campaign.started_at is None and campaign.send_at is not None:
-        return _resume_unstarted(campaign, settings)
+    if campaign.paused_from == CampaignStatus.SCHEDULED and campaign.send_at is not None:
+        return _resume_unstarted(campaign, settings, only_if_paused_by or "person", cause)
     shards = _open_shards(campaign)
     wake(campaign_id, shards)
     condition = (Campaign.paused_by == only_if_paused_by) if only_if_paused_by else None
     item = transition(campaign_id, "resume", [Campaign.paused_reason.remove(), Campaign.paused_by.remove(),
-                                              Campaign.paused_until.remove(), Campaign.due_kind.remove(),
-                                              Campaign.due_at.remove()], condition)
+                                              Campaign.paused_until.remove(), Campaign.paused_from.remove(),
+                                              Campaign.due_kind.remove(), Campaign.due_at.remove()],
+                      condition, by=only_if_paused_by or "person", cause=cause)
     start_shards(campaign_id, shards, settings)
     return item
 
 
-def _resume_unstarted(campaign: Campaign, settings: Settings) -> Campaign:
+def _resume_unstarted(campaign: Campaign, settings: Settings, by: str, cause: str | None) -> Campaign:
     """Paused by the provider while scheduled: scheduled again, and started now if its time has passed."""
-    lifecycle.reschedule(campaign.id, float(campaign.send_at), campaign.paused_by or "")
+    lifecycle.reschedule(campaign.id, float(campaign.send_at), campaign.paused_by or "", by, cause)
     if float(campaign.send_at) <= time.time():
         start_scheduled(campaign.id, settings)
     return get_campaign(campaign.id)
@@ -235,7 +242,7 @@ def resume_when_due(campaign_id: str, settings: Settings) -> bool:
     if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_until):
         return start_scheduled(campaign_id, settings)
     try:
-        resume(campaign_id, settings, only_if_paused_by="provider")
+        resume(campaign_id, settings, only_if_paused_by="provider", cause="the provider's restriction expired")
         return True
     except ServiceError as error:
         logger.warning("provider's pause not lifted", extra={"campaign_id": campaign_id, "why": error.message})
@@ -263,7 +270,8 @@ def retry_failed(campaign_id: str, settings: Settings) -> int:
         )
     shards = sorted(reopened)
     wake(campaign_id, shards)
-    transition(campaign_id, "retry-failed", [Campaign.open_shards.add(set(shards))])
+    transition(campaign_id, "retry-failed", [Campaign.open_shards.add(set(shards))],
+               cause=f"{sum(moved.values())} retryable failure(s) back to pending")
     start_shards(campaign_id, shards, settings)
     return len(reopened)
 
@@ -290,6 +298,7 @@ def schedule(campaign_id: str, send_at: float) -> Campaign:
         campaign_id,
         "schedule",
         [Campaign.send_at.set(send_at), Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(send_at)],
+        cause=f"to start at {iso_utc(send_at)}", until=send_at,
     )
 
 
