@@ -1,5 +1,7 @@
-"""The local dashboard: per campaign, progress and messages per second over time, counts by status,
-stuck shards and recent errors, plus the live Lambda invocations of the local runtime.
+"""The local dashboard: every campaign at a glance (status, progress, achieved rate, ETA, what it waits
+for), and per campaign progress and messages per second over time, counts by status, its failures
+grouped by Graph error code with what each code means (campaigns.graph_errors, the error table), the
+recipients in doubt, stuck shards and recent errors, plus the live Lambda invocations of the local runtime.
 
 The gateway serves it: `GET /_local/dashboard` (local/static/dashboard.html: small vanilla JS drawing
 inline SVG, no CDN, no network beyond this gateway) and `GET /_local/metrics`, the JSON feed the page
@@ -20,6 +22,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from campaigns import graph_errors
 from campaigns.observability import mask_phone
 from campaigns.states import SETTLED_COUNTERS, STATUS_COUNTS
 
@@ -29,8 +32,12 @@ STATIC = Path(__file__).resolve().parent / "static"
 ACTIVE = ("sending", "paused", "scheduled")
 # Re-read a campaign that is not active at most this often (imports into drafts show up).
 IDLE_REFRESH_SECONDS = 15.0
-LISTED_CAMPAIGNS = 20
+LISTED_CAMPAIGNS = 100  # a page of GET /campaigns
+MAX_CAMPAIGNS = 500  # the overview lists this many, newest first
+CARDS_SHOWN = 20  # the newest campaigns get a card of their own
 RECENT_ERRORS = 8
+FAILURES_READ = 1000  # failed recipients read to group by error code (the count says when there were more)
+IN_DOUBT_SHOWN = 20
 HISTORY_SHOWN = 10  # the latest events of a campaign's history
 
 
@@ -47,9 +54,12 @@ class _Track:
         self.status: dict = {}
         self.samples: deque[tuple[float, int, float]] = deque(maxlen=history)  # (t, done, progress)
         self.errors: list[dict] = []
+        self.failures: dict = {"groups": [], "read": 0}  # failed recipients by error code
+        self.in_doubt: list[dict] = []  # the recipients in doubt (the first IN_DOUBT_SHOWN)
         self.history: list[dict] = []  # its latest events, the newest first
         self.fetched_at = 0.0
         self.failed_seen = 0
+        self.in_doubt_seen = 0
 
 
 class Dashboard:
@@ -94,12 +104,9 @@ class Dashboard:
 
     def sample(self) -> None:
         """Read the campaign list and every campaign worth re-reading, through the API handler."""
-        status, page = self.gateway.call_api("GET", "/campaigns", {"limit": str(LISTED_CAMPAIGNS)})
-        if status != 200 or not isinstance(page, dict):
-            raise RuntimeError(f"GET /campaigns answered {status}")
         now = time.time()
         order = []
-        for item in page.get("items") or []:
+        for item in self._campaign_list():
             campaign_id = item["id"]
             order.append(campaign_id)
             track = self._tracks.get(campaign_id)
@@ -121,6 +128,20 @@ class Dashboard:
                 del self._tracks[stale]
         self.samples_taken += 1
 
+    def _campaign_list(self) -> list[dict]:
+        """Every campaign, newest first (up to MAX_CAMPAIGNS), page by page of GET /campaigns."""
+        items, token = [], None
+        while len(items) < MAX_CAMPAIGNS:
+            query = {"limit": str(LISTED_CAMPAIGNS), **({"next": token} if token else {})}
+            status, page = self.gateway.call_api("GET", "/campaigns", query)
+            if status != 200 or not isinstance(page, dict):
+                raise RuntimeError(f"GET /campaigns answered {status}")
+            items += page.get("items") or []
+            token = page.get("next")
+            if not token:
+                break
+        return items[:MAX_CAMPAIGNS]
+
     def _numbers(self) -> list[dict]:
         """The numbers configured, and those the campaigns sending now send from: each one's budget and
         who has it (GET /numbers, GET /numbers/{id})."""
@@ -140,16 +161,20 @@ class Dashboard:
             return
         counts = campaign.get("counts") or {}
         done = sum(int(counts.get(k) or 0) for k in SETTLED_COUNTERS)
-        errors = track.errors
-        failed = int(counts.get("failed") or 0)
+        errors, failures, in_doubt = track.errors, track.failures, track.in_doubt
+        failed, doubtful = int(counts.get("failed") or 0), int(counts.get("in_doubt") or 0)
         if failed != track.failed_seen:
-            errors = self._failed_recipients(campaign_id) or errors
+            recipients = self._recipients(campaign_id, "failed", FAILURES_READ)
+            errors, failures = recent_failures(recipients), failures_by_code(recipients)
+        if doubtful != track.in_doubt_seen:
+            in_doubt = [{"phone": shown_phone(r.get("phone")), "since": r.get("in_doubt_at"),
+                         "state": r.get("in_doubt")} for r in self._recipients(campaign_id, "in_doubt", IN_DOUBT_SHOWN)]
         history = self._events(campaign_id)
         with self._lock:
             track.status = campaign
             track.fetched_at = now
-            track.failed_seen = failed
-            track.errors = errors
+            track.failed_seen, track.in_doubt_seen = failed, doubtful
+            track.errors, track.failures, track.in_doubt = errors, failures, in_doubt
             track.history = history if history is not None else track.history
             if campaign.get("status") != "draft":
                 track.samples.append((now, done, float(campaign.get("progress") or 0.0)))
@@ -162,31 +187,28 @@ class Dashboard:
             return None
         return [{k: e.get(k) for k in ("at", "kind", "by", "cause", "until", "code")} for e in page["items"]]
 
-    def _failed_recipients(self, campaign_id: str) -> list[dict]:
-        status, page = self.gateway.call_api("GET", f"/campaigns/{campaign_id}/recipients",
-                                             {"status": "failed", "limit": "100"})
-        if status != 200 or not isinstance(page, dict):
-            return []
-        # ISO 8601 UTC strings of one form: their text order is their time order.
-        items = sorted(page.get("items") or [], key=lambda r: r.get("failed_at") or "", reverse=True)
-        return [
-            {
-                "at": r.get("failed_at"),
-                "phone": shown_phone(r.get("phone")),
-                "code": r.get("error_code"),
-                "class": r.get("error_class"),
-                "message": r.get("error_message"),
-            }
-            for r in items[:RECENT_ERRORS]
-        ]
+    def _recipients(self, campaign_id: str, status_name: str, most: int) -> list[dict]:
+        """Up to `most` of the campaign's recipients in that status, page by page."""
+        items, token = [], None
+        while len(items) < most:
+            query = {"status": status_name, "limit": str(min(500, most - len(items))), **({"next": token} if token else {})}
+            status, page = self.gateway.call_api("GET", f"/campaigns/{campaign_id}/recipients", query)
+            if status != 200 or not isinstance(page, dict):
+                break
+            items += page.get("items") or []
+            token = page.get("next")
+            if not token:
+                break
+        return items
 
     # -- the feed
 
     def metrics(self) -> dict:
         with self._lock:
-            campaigns = [self._campaign_view(campaign_id, self._tracks[campaign_id])
-                         for campaign_id in self._order if campaign_id in self._tracks
-                         and self._tracks[campaign_id].status]
+            known = [campaign_id for campaign_id in self._order
+                     if campaign_id in self._tracks and self._tracks[campaign_id].status]
+            overview = [self._overview(self._tracks[campaign_id]) for campaign_id in known]
+            campaigns = [self._campaign_view(campaign_id, self._tracks[campaign_id]) for campaign_id in known[:CARDS_SHOWN]]
         runtime = self.gateway.runtime
         invocations, failures = [], []
         if runtime is not None:
@@ -208,11 +230,20 @@ class Dashboard:
             "interval": self.interval,
             "samples_taken": self.samples_taken,
             "sampler_error": self.last_error,
+            "overview": overview,
             "campaigns": campaigns,
             "numbers": list(self._numbers_seen),
             "invocations": invocations,
             "recent_failures": failures,
         }
+
+    @staticmethod
+    def _overview(track: _Track) -> dict:
+        """One line of the overview of every campaign."""
+        status = track.status
+        return {name: status.get(name) for name in ("id", "name", "status", "progress", "total", "current_rate",
+                                                     "eta_seconds", "waiting_reason", "waiting_until", "paused_by",
+                                                     "paused_reason")}
 
     @staticmethod
     def _campaign_view(campaign_id: str, track: _Track) -> dict:
@@ -245,12 +276,17 @@ class Dashboard:
             "current_rate": status.get("current_rate"),  # achieved: what the provider accepted lately
             "pace": status.get("pace"),  # what the rate limiters allow
             "eta_seconds": status.get("eta_seconds"),
+            "waiting_reason": status.get("waiting_reason"),
+            "waiting_until": status.get("waiting_until"),
+            "paused_by": status.get("paused_by"),
             "stuck_shards": status.get("stuck_shards") or [],
             "shards": status.get("shards"),
             "started_at": status.get("started_at"),
             "completed_at": status.get("completed_at"),
             "series": {"t": series_t, "progress": progress, "mps": mps},
             "errors": errors[:RECENT_ERRORS],
+            "failures": {**track.failures, "failed": int((status.get("counts") or {}).get("failed") or 0)},
+            "in_doubt": list(track.in_doubt),
             "history": list(track.history),
         }
 
@@ -259,3 +295,24 @@ class Dashboard:
         initial = json.dumps(self.metrics(), default=str).replace("</", "<\\/")
         return html.replace("/*INITIAL_METRICS*/null", initial)
 
+
+
+def recent_failures(recipients: list[dict]) -> list[dict]:
+    """The latest failed recipients, the newest first (ISO 8601 UTC strings of one form sort by time)."""
+    items = sorted(recipients, key=lambda r: r.get("failed_at") or "", reverse=True)
+    return [{"at": r.get("failed_at"), "phone": shown_phone(r.get("phone")), "code": r.get("error_code"),
+             "class": r.get("error_class"), "message": r.get("error_message")} for r in items[:RECENT_ERRORS]]
+
+
+def failures_by_code(recipients: list[dict]) -> dict:
+    """Failed recipients grouped by Graph error code, the most frequent first, each with its class and
+    what the code means (the error table), and one of its messages as Graph wrote it."""
+    groups: dict[object, dict] = {}
+    for r in recipients:
+        code = r.get("error_code")
+        group = groups.setdefault(code, {"code": code, "count": 0, "class": r.get("error_class"),
+                                         "meaning": graph_errors.meaning(code) if code is not None else "no code",
+                                         "example": r.get("error_message")})
+        group["count"] += 1
+    ordered = sorted(groups.values(), key=lambda g: (-g["count"], str(g["code"])))
+    return {"groups": ordered, "read": len(recipients)}

@@ -162,7 +162,7 @@ MUTATIONS = (
     ),
     Mutation(
         "190-made-retryable", "8 errors classified once", f"{CAMPAIGNS}/graph_errors.py",
-        (edit("    190: ErrorClass.FATAL,", "    190: ErrorClass.RETRYABLE,"),),
+        (edit("    190: (ErrorClass.FATAL,", "    190: (ErrorClass.RETRYABLE,"),),
         ("tests/test_rules.py",
          "tests/test_crash.py::test_fatal_error_pauses_the_campaign_and_stops_sending"),
     ),
