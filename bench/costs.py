@@ -1,9 +1,18 @@
-"""Per-message DynamoDB writes, sender CPU per message, and the read cost of an idle recovery tick.
+"""What a campaign costs, all in: the import, the sender and the status webhooks, measured per message.
 
-Runs the real sender batch in this process (so its DynamoDB calls and CPU can be counted)
-against moto's server and the fake Graph API, each in its own process.
+Runs, in this process so that their DynamoDB calls, CPU and log bytes can be counted: an import of
+the recipients (the API's import path), the real sender batch against the fake Graph API, then
+Meta's three status webhooks per message (sent, delivered, read), each a signed POST through the
+local gateway's dispatch to the webhook handler, as template.yaml routes it. The store is moto's
+server, each in its own process. The last line is JSON: `usd_per_100k_all_in` and
+`write_units_per_message` (sender plus the three statuses), for a user to check.
 
     .venv/bin/python -m bench.costs [--messages 2000]
+
+Measured here: write and read units (by DynamoDB's sizing rules, bench/dynamo.py), the handlers'
+CPU time, the bytes they log. Taken from template.yaml: memory, the webhook's front door, tracing,
+log levels. Assumed (stated in docs/operations.md): Lambda's CPU share is memory / 1 769 MB of one
+vCPU, a DynamoDB call takes 5 ms in region, ~3 statuses per message, and the list prices below.
 """
 
 from __future__ import annotations
@@ -11,7 +20,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
+import sys
+import tempfile
 import time
 
 from local.fakegraph import FakeGraphProcess
@@ -45,7 +57,7 @@ def send_campaign(messages: int):
         report = ShardBatch({"campaign_id": campaign.id, "shard": 0, "token": token}, lambda: 900.0, cfg).run()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert report.get("sent") == messages, report
-    return meter, cpu, wall
+    return meter, cpu, wall, campaign.id
 
 
 # List prices, us-east-1, arm64, as published in 2026 (docs/operations.md itemises a campaign).
@@ -53,34 +65,86 @@ LAMBDA_GB_SECOND = 0.0000133334
 LAMBDA_REQUEST = 0.20 / 1e6
 DYNAMODB_WRITE_UNIT = 0.625 / 1e6
 DYNAMODB_READ_UNIT = 0.125 / 1e6
-# Fixed by the design, not measured here: Meta posts ~3 status webhooks per message (sent,
-# delivered, read), each a 512 MB webhook invocation of ~40 ms writing the recipient and, for
-# delivered and read, a counter of its shard. The sender's memory is template.yaml's.
-WEBHOOKS_PER_MESSAGE = 3
-WEBHOOK_GB_SECONDS = 0.5 * 0.040
-WEBHOOK_WRITE_UNITS = 3 + 2
-SENDER_GB = functions(load_template())["SenderFunction"].memory_mb / 1024
 BATCH_SECONDS = 900 - 15  # a batch hands off when its remaining time nears the margin
 
 
-def lambda_and_dollars(meter, messages: int, rate: float = 80.0) -> list[tuple]:
-    """Lambda invocations and GB-s per 10 000 messages, and the cost of a 100 000-message campaign.
+def import_costs(messages: int):
+    """The import of `messages` recipients through the API's path (validation, dedupe, suppression,
+    markers, commit): its meter."""
+    from bench.dynamo import metered
+    from campaigns import imports, service
+    from campaigns.config import settings
 
-    The sender's time is the campaign's pace on Lambda (one shard at `rate`), not this machine's:
-    the batch here runs as fast as the local store lets it.
-    """
-    rows = []
-    for n in (10_000, 100_000):
-        sender_seconds = n / rate
-        sender_invocations = max(1, -(-sender_seconds // BATCH_SECONDS))
-        webhook_invocations = n * WEBHOOKS_PER_MESSAGE
-        gb_seconds = sender_seconds * SENDER_GB + webhook_invocations * WEBHOOK_GB_SECONDS
-        write_units = n * (meter.write_units / messages + WEBHOOK_WRITE_UNITS)
-        read_units = n * meter.read_units / messages
-        dollars = (gb_seconds * LAMBDA_GB_SECOND + (sender_invocations + webhook_invocations) * LAMBDA_REQUEST
-                   + write_units * DYNAMODB_WRITE_UNIT + read_units * DYNAMODB_READ_UNIT)
-        rows.append((n, int(sender_invocations), webhook_invocations, gb_seconds, write_units, read_units, dollars))
-    return rows
+    spec = service.CampaignSpec(name="import", phone_number_id="1", rate=80,
+                                template={"name": "t", "language": "en_US", "components": []})
+    campaign = service.create_campaign(spec, settings())
+    parsed = imports.parse_items([{"phone": f"+9197{n:08d}", "variables": []} for n in range(messages)], 0)
+    with metered() as meter:
+        service.import_recipients(campaign.id, parsed)
+    return meter
+
+
+STATUS_KINDS = ("sent", "delivered", "read")  # what Meta posts for a message that is read
+
+
+def status_body(rec, kind: str, at: int) -> bytes:
+    """One status webhook as Meta posts it (docs/api.md, Webhook)."""
+    return json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "waba", "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550000000",
+                                                          "phone_number_id": "1"},
+            "statuses": [{"id": rec.wamid, "status": kind, "timestamp": str(at), "recipient_id": rec.phone,
+                          "biz_opaque_callback_data": rec.callback_key,
+                          "pricing": {"billable": True, "pricing_model": "PMP", "category": "marketing"}}]}}]}]},
+        separators=(",", ":")).encode()
+
+
+class _LoggedBytes:
+    """Bytes written to this process's stdout (fd 1: where Lambda's log lines come from) in a block."""
+
+    def __enter__(self):
+        sys.stdout.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(1)
+        os.dup2(self._file.fileno(), 1)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        self.bytes = self._file.seek(0, os.SEEK_END)
+        self._file.close()
+
+
+def webhook_costs(campaign_id: str, app_secret: str) -> dict:
+    """Every sent recipient's three statuses, in Meta's order, through the gateway's dispatch to the
+    webhook handler: per kind, its write and read units, DynamoDB calls, CPU and log bytes."""
+    from bench.dynamo import metered
+    from campaigns import ledger
+    from local.fakegraph.wire import signature_header
+    from local.gateway import Gateway, HttpRequest
+
+    gateway = Gateway(port=0, dashboard=False)
+    recipients = [r for r in ledger.scan(campaign_id, 0) if r.wamid]
+    per_kind = {}
+    at = int(time.time())
+    for kind in STATUS_KINDS:
+        cpu = 0.0
+        with metered() as meter, _LoggedBytes() as logged:
+            for rec in recipients:
+                body = status_body(rec, kind, at)
+                headers = [("Content-Type", "application/json"),
+                           ("X-Hub-Signature-256", signature_header(body, app_secret))]
+                started = time.thread_time()
+                answer = gateway.handle(HttpRequest("POST", "/webhook", headers, body))
+                cpu += time.thread_time() - started
+                assert answer.status == 200, answer.body
+        n = len(recipients)
+        per_kind[kind] = {"write_units": meter.write_units / n, "read_units": meter.read_units / n,
+                          "calls": sum(meter.calls.values()) / n, "cpu_ms": cpu / n * 1000,
+                          "log_bytes": logged.bytes / n}
+    return per_kind
 
 
 def idle_tick_reads(finished_counts: list[int]) -> list[tuple[int, float, int]]:
@@ -106,21 +170,86 @@ def idle_tick_reads(finished_counts: list[int]) -> list[tuple[int, float, int]]:
     return rows
 
 
+# Further list prices (us-east-1, 2026): the webhook's front door per request, logs, traces.
+FRONT_DOOR_PER_REQUEST = {"rest_api": 3.50 / 1e6, "http_api": 1.00 / 1e6, "function_url": 0.0}
+LOGS_PER_GB = 0.50
+XRAY_PER_TRACE = 5.0 / 1e6
+PLATFORM_LOG_BYTES = 330  # START, END and REPORT lines of one invocation, in Lambda's text format
+DYNAMODB_CALL_MS = 5.0  # one DynamoDB call's round trip in region (assumed)
+LAMBDA_FULL_CPU_MB = 1769  # the memory that buys one vCPU
+
+
+def webhook_front_door(template: dict) -> str:
+    """What serves /webhook in template.yaml: an API Gateway REST API, an HTTP API, or a function URL."""
+    webhook = template["Resources"]["WebhookFunction"]["Properties"]
+    kinds = {event.get("Type") for event in (webhook.get("Events") or {}).values()}
+    if "Api" in kinds:
+        return "rest_api"
+    if "HttpApi" in kinds:
+        return "http_api"
+    return "function_url" if "FunctionUrlConfig" in webhook else "rest_api"
+
+
+def system_logs_kept(template: dict, logical_id: str) -> bool:
+    """Whether Lambda writes its platform lines (START, END, REPORT) for the function."""
+    config = template["Resources"][logical_id]["Properties"].get("LoggingConfig") or {}
+    return config.get("SystemLogLevel", "INFO") in ("INFO", "DEBUG")
+
+
+def all_in(messages: int, measured: int, imported, sent, statuses: dict, template: dict, rate: float = 80.0) -> dict:
+    """The dollars of a `messages`-message campaign, item by item, from the figures measured over
+    `measured` messages (the import's and the sender's meters; the statuses' per message already)."""
+    specs = functions(template)
+    sender_mb, webhook_mb = specs["SenderFunction"].memory_mb, specs["WebhookFunction"].memory_mb
+    sending_seconds = messages / rate
+    sender_invocations = max(1, -(-sending_seconds // BATCH_SECONDS))
+    webhooks = messages * len(statuses)
+    webhook_seconds = sum(
+        (s["cpu_ms"] * LAMBDA_FULL_CPU_MB / webhook_mb + s["calls"] * DYNAMODB_CALL_MS) / 1000 for s in statuses.values())
+    webhook_gb_s = messages * webhook_seconds * webhook_mb / 1024
+    door = webhook_front_door(template)
+    write_units = messages * ((imported.write_units + sent.write_units) / measured
+                              + sum(s["write_units"] for s in statuses.values()))
+    read_units = messages * ((imported.read_units + sent.read_units) / measured
+                             + sum(s["read_units"] for s in statuses.values()))
+    log_bytes = messages * sum(s["log_bytes"] for s in statuses.values()) + webhooks * (
+        PLATFORM_LOG_BYTES if system_logs_kept(template, "WebhookFunction") else 0)
+    # X-Ray's default sampling: the first request each second, then 5 % of the rest.
+    webhook_traces = sending_seconds + 0.05 * max(0.0, webhooks - sending_seconds)
+    items = {
+        "lambda_sender": sending_seconds * sender_mb / 1024 * LAMBDA_GB_SECOND + sender_invocations * LAMBDA_REQUEST,
+        "lambda_webhook": webhook_gb_s * LAMBDA_GB_SECOND + webhooks * LAMBDA_REQUEST,
+        f"front_door_{door}": webhooks * FRONT_DOOR_PER_REQUEST[door],
+        "dynamodb_writes": write_units * DYNAMODB_WRITE_UNIT,
+        "dynamodb_reads": read_units * DYNAMODB_READ_UNIT,
+        "logs": log_bytes / 1e9 * LOGS_PER_GB,
+        "xray": (webhook_traces + sender_invocations) * XRAY_PER_TRACE,
+    }
+    return {"items": items, "total": sum(items.values()), "front_door": door, "webhook_gb_s": webhook_gb_s,
+            "write_units": write_units, "read_units": read_units, "log_bytes": log_bytes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--finished", type=int, nargs="+", default=[10, 1000])
     args = parser.parse_args()
+    template = load_template()
     with MotoServer() as moto:
         os.environ.update(aws_env(moto.url, TABLE))
-        os.environ.update(POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_TRACE_DISABLED="true",
-                          POWERTOOLS_LOG_LEVEL="WARNING", MAX_IN_FLIGHT="16")
+        # The functions' own log level (template.yaml's LogLevel default); metrics on, as deployed.
+        os.environ.update(POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_NAMESPACE="WhatsAppCampaigns",
+                          POWERTOOLS_SERVICE_NAME="bench", POWERTOOLS_LOG_LEVEL=str(
+                              template["Parameters"]["LogLevel"]["Default"]), MAX_IN_FLIGHT="16")
         create_table(moto.url, TABLE)
-        token = "bench-token"
-        os.environ["WHATSAPP_SECRET_ARN"] = create_secret(moto.url, {"access_token": token})
+        token, app_secret = "bench-token", "bench-app-secret"
+        os.environ["WHATSAPP_SECRET_ARN"] = create_secret(moto.url, {"access_token": token, "app_secret": app_secret,
+                                                                     "verify_token": "v"})
         with FakeGraphProcess(token=token, latency_ms=20) as fake:
             os.environ["GRAPH_API_URL"] = fake.url
-            meter, cpu, wall = send_campaign(args.messages)
+            imported = import_costs(args.messages)
+            meter, cpu, wall, campaign_id = send_campaign(args.messages)
+            statuses = webhook_costs(campaign_id, app_secret)
             ticks = idle_tick_reads(args.finished)
     n = args.messages
     print(f"# sender batch: {n} messages in {wall:.1f}s ({n / wall:.0f} msg/s, capped by the campaign rate 80)")
@@ -135,19 +264,30 @@ def main() -> None:
     print(f"| sender CPU per message (in-process, incl. HTTP client and pynamodb) | {cpu / n * 1000:.2f} ms | |")
     print(f"| DynamoDB write units per message sent (sender) | {meter.write_units / n:.3f} WCU | |")
     print(f"| DynamoDB read units per message sent (sender) | {meter.read_units / n:.3f} RCU | |")
+    print(f"| import: write / read units per recipient | {imported.write_units / n:.3f} WCU / "
+          f"{imported.read_units / n:.3f} RCU | |")
+    for kind, s in statuses.items():
+        print(f"| webhook `{kind}`: write / read units, DynamoDB calls, CPU, log bytes | {s['write_units']:.3f} WCU / "
+              f"{s['read_units']:.3f} RCU, {s['calls']:.2f} calls, {s['cpu_ms']:.2f} ms, {s['log_bytes']:.0f} B | |")
     for finished, units, items in ticks:
         print(f"| recovery tick with {finished} finished campaigns | {units:.1f} RCU, {items} items read | flat |")
     print(f"\ncalls: {dict(meter.calls)}")
-    print("\n| messages | sender invocations | webhook invocations | Lambda GB-s | DynamoDB WCU | DynamoDB RCU "
-          "| Lambda + DynamoDB (USD) |")
-    print("|---|---|---|---|---|---|---|")
-    for size, senders, webhooks, gb_s, wcu, rcu, usd in lambda_and_dollars(meter, n):
-        print(f"| {size:,} | {senders} | {webhooks:,} | {gb_s:,.0f} | {wcu:,.0f} | {rcu:,.0f} | {usd:.2f} |")
-    print(f"At 80 mps per shard; webhooks at Meta's ~{WEBHOOKS_PER_MESSAGE} statuses per message "
-          f"({WEBHOOK_GB_SECONDS:g} GB-s and {WEBHOOK_WRITE_UNITS} WCU each). List prices us-east-1 arm64: Lambda "
-          f"${LAMBDA_GB_SECOND:.10f}/GB-s + ${LAMBDA_REQUEST * 1e6:.2f}/M requests, DynamoDB on-demand "
-          f"${DYNAMODB_WRITE_UNIT * 1e6:.3f}/M WRU, ${DYNAMODB_READ_UNIT * 1e6:.3f}/M RRU. "
-          "API Gateway in front of the webhooks, logs and X-Ray: docs/operations.md.")
+    campaign = all_in(100_000, n, imported, meter, statuses, template)
+    print(f"\n| item of a 100 000-message campaign (webhook front door: {campaign['front_door']}) | USD |")
+    print("|---|---|")
+    for item, usd in campaign["items"].items():
+        print(f"| {item} | {usd:.3f} |")
+    print(f"| **all in** | **{campaign['total']:.3f}** |")
+    print(f"Lambda ${LAMBDA_GB_SECOND:.10f}/GB-s + ${LAMBDA_REQUEST * 1e6:.2f}/M requests; DynamoDB on-demand "
+          f"${DYNAMODB_WRITE_UNIT * 1e6:.3f}/M WRU, ${DYNAMODB_READ_UNIT * 1e6:.3f}/M RRU; API Gateway REST $3.50/M, "
+          f"HTTP API $1.00/M, function URL $0; logs ${LOGS_PER_GB}/GB; X-Ray $5/M traces. Webhook time: its CPU "
+          f"here × {LAMBDA_FULL_CPU_MB} MB / its memory + {DYNAMODB_CALL_MS:g} ms a DynamoDB call.")
+    per_message = meter.write_units / n + sum(s["write_units"] for s in statuses.values())
+    print(json.dumps({"usd_per_100k_all_in": round(campaign["total"], 3),
+                      "write_units_per_message": round(per_message, 3),
+                      "write_units_per_status": {k: round(s["write_units"], 3) for k, s in statuses.items()},
+                      "import_write_units_per_recipient": round(imported.write_units / n, 3),
+                      "front_door": campaign["front_door"]}))
 
 
 if __name__ == "__main__":

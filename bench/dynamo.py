@@ -96,7 +96,12 @@ def metered():
     original = Connection.dispatch
 
     def dispatch(self, operation_name, operation_kwargs):
-        result = original(self, operation_name, operation_kwargs)
+        try:
+            result = original(self, operation_name, operation_kwargs)
+        except Exception:
+            # A write refused by its condition is charged as if it had been made.
+            meter.record(operation_name, operation_kwargs, {})
+            raise
         meter.record(operation_name, operation_kwargs, result or {})
         return result
 

@@ -7,6 +7,9 @@ same state, and concurrent webhooks never lose each other's updates (no read-mod
   sent / delivered / read
     in_doubt  → sent (proof that the send happened); shard counters in_doubt -1, sent +1 and
                 webhook_moves +1 (the sender's recount sees a webhook raced it and retries);
+    sent      → a `sent` is read first (one strongly consistent read, a fifth of a write's price):
+                after the sender's checkpoint it tells nothing new (the wamid is recorded, the
+                recipient sent) and costs no write at all;
     sending   → status unchanged (the sender's checkpoint or a takeover settles it; a takeover
                 that finds the wamid we record marks it sent, see ledger.settle_orphan);
     any       → wamid, delivered_at, read_at recorded only where absent. `read` implies
@@ -18,6 +21,12 @@ same state, and concurrent webhooks never lose each other's updates (no read-mod
     any       → error_code, error_message, failed_at recorded; 131050 (the person stopped
                 marketing messages) puts the number on the suppression list (campaigns.suppressions:
                 its pending recipients in every campaign not finished are skipped).
+
+The delivered and read counters a webhook body earns are summed by shard and written once per shard
+after its statuses (`DeliveryCounts`): one write for many statuses when Meta batches them, exact as a
+write per status is (both land before the 200 that stops Meta's retries). Counter moves between
+statuses (in doubt -> sent, sent -> failed) are written at once, beside the recipient's write, since
+the sender's recount races them through `webhook_moves`.
 
 A status without our callback data, or naming no recipient we have, is ignored and counted.
 """
@@ -95,15 +104,43 @@ def statuses_of(payload: object) -> list[tuple[object, str]]:
     return found
 
 
+class DeliveryCounts:
+    """The delivered / read counters the statuses of one webhook body earned, by shard, written
+    once per shard by `flush`."""
+
+    def __init__(self):
+        self.by_shard: dict[tuple[str, int], Counter] = {}
+
+    def add(self, target: tuple[str, int, int], deltas: dict) -> None:
+        self.by_shard.setdefault(target[:2], Counter()).update(deltas)
+
+    def flush(self) -> None:
+        for (campaign_id, shard), deltas in self.by_shard.items():
+            _count((campaign_id, shard, 0), deltas)
+        self.by_shard.clear()
+
+
 def apply_all(payload: object) -> Counter:
     outcomes: Counter = Counter()
+    counts = DeliveryCounts()
     for status, number in statuses_of(payload):
-        outcomes[apply(status, number).value] += 1
+        outcomes[apply(status, number, counts).value] += 1
+    counts.flush()
     return outcomes
 
 
-def apply(status: object, phone_number_id: str = "") -> Outcome:
-    """One status; `phone_number_id` (the webhook's metadata) is the number whose proof it raises."""
+def apply(status: object, phone_number_id: str = "", counts: DeliveryCounts | None = None) -> Outcome:
+    """One status; `phone_number_id` (the webhook's metadata) is the number whose proof it raises.
+    `counts`: where its delivered / read counters go (written at once without)."""
+    own = counts is None
+    counts = DeliveryCounts() if own else counts
+    outcome = _apply(status, phone_number_id, counts)
+    if own:
+        counts.flush()
+    return outcome
+
+
+def _apply(status: object, phone_number_id: str, counts: DeliveryCounts) -> Outcome:
     if not isinstance(status, dict):
         return Outcome.IGNORED
     kind = status.get("status")
@@ -118,8 +155,10 @@ def apply(status: object, phone_number_id: str = "") -> Outcome:
     at = _timestamp(status.get("timestamp"))
     if kind == "failed":
         outcome, old = _failed(target, status, wamid, at)
+    elif kind == "sent" and (known := _nothing_new(target, wamid)) is not None:
+        outcome, old = Outcome.UNCHANGED, known  # the sender's checkpoint recorded it: no write
     else:
-        outcome, old = _proof(target, kind, wamid, at)
+        outcome, old = _proof(target, kind, wamid, at, counts)
     if old is not None:
         _reported_on(target, old, wamid, phone_number_id, kind)
     return outcome
@@ -198,7 +237,25 @@ def _n(old: dict, name: str) -> float | None:
         return None
 
 
-def _proof(target: tuple[str, int, int], kind: str, wamid: str | None, at: float) -> tuple[Outcome, dict | None]:
+# What a `sent` status is compared with, and what the proof of its number needs (_reported_on).
+SENT_READ = ["status", "wamid", "claimed_at", "absent_proven_at"]
+
+
+def _nothing_new(target: tuple[str, int, int], wamid: str | None) -> dict | None:
+    """The recipient as a strongly consistent read finds it, if a `sent` for it would change
+    nothing (its wamid recorded, not in doubt); None if the status must be written."""
+    campaign_id, shard, seq = target
+    answer = Recipient._get_connection().get_item(
+        shard_pk(campaign_id, shard), range_key=recipient_sk(seq), consistent_read=True,
+        attributes_to_get=SENT_READ)
+    item = answer.get("Item")
+    if not item or _s(item, "status") == R.IN_DOUBT.value or ("wamid" not in item and wamid):
+        return None
+    return item
+
+
+def _proof(target: tuple[str, int, int], kind: str, wamid: str | None, at: float,
+           counts: DeliveryCounts) -> tuple[Outcome, dict | None]:
     """sent / delivered / read: the message reached Meta (and maybe the phone).
 
     First record what is new (one write, whatever the status: the common case of a `sent`
@@ -227,9 +284,10 @@ def _proof(target: tuple[str, int, int], kind: str, wamid: str | None, at: float
             Recipient.status == R.IN_DOUBT.value,
         ) is not None
         if resolved:
-            deltas.update({"in_doubt": -1, "sent": 1, "in_doubt_proven": 1, "webhook_moves": 1})
-    if deltas:
-        _count(target, deltas)
+            # A move between statuses: written now, with the delivery counters it earned.
+            _count(target, {**deltas, "in_doubt": -1, "sent": 1, "in_doubt_proven": 1, "webhook_moves": 1})
+    if deltas and not resolved:
+        counts.add(target, deltas)
     if resolved:
         count(Metric.IN_DOUBT_RESOLVED)
         logger.info("in-doubt send proven by a webhook", extra=_where(target, kind))
