@@ -48,6 +48,7 @@ API_ROUTES = {
     ("GET", "/campaigns/{id}"),
     ("POST", "/campaigns/{id}/recipients"),
     ("GET", "/campaigns/{id}/recipients"),
+    ("GET", "/campaigns/{id}/recipients.csv"),
     ("POST", "/campaigns/{id}/send"),
     ("POST", "/campaigns/{id}/pause"),
     ("POST", "/campaigns/{id}/resume"),
