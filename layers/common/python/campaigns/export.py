@@ -7,17 +7,18 @@ field with a comma, a quote or a line break quoted, quotes doubled), the moments
 
 **Why pages.** A deployed answer passes two limits: Lambda's 6 MB for a synchronous invocation's
 response (the proxy response as JSON, so the CSV counts as a JSON string, escapes and all) and API
-Gateway's 10 MB and 29 s for a REST integration. A row is 60-150 bytes (a failed one with a long
-Graph message up to ~3 KB escaped), so 100 000 recipients are 6-15 MB: over both. Each answer is
+Gateway's 10 MB and 29 s for a REST integration. A row is 30-150 bytes (~100 in a sent campaign; a
+failed one with a long Graph message up to ~3 KB escaped), so 100 000 recipients are ~10 MB: over
+Lambda's limit, at API Gateway's (bench.export; the arithmetic in docs/api.md, "Export"). Each answer is
 therefore a complete CSV (the header, then at most `limit` rows and at most MAX_PAGE_BYTES of them as
 Lambda writes them) and, when there is more, the opaque cursor of the next page; a campaign of at most
-`limit` recipients (10 000 by default) is one answer. A page also reads at most MAX_READ_PAGES pages
+`limit` recipients (10 000 by default) is one answer, unless its rows pass MAX_PAGE_BYTES. A page also reads at most MAX_READ_PAGES pages
 of the store (DynamoDB's are <= 1 MB each), so a sparse status filter over a big shard answers a short
 page, even an empty one, with a cursor rather than reading the whole partition within one request.
 
 **The cursor** is the position after the last recipient the page read, `[shard, key]` (the
 views.page_token form, as the JSON listing's `next`): a page that stops inside a DynamoDB page (its
-row or byte budget) names the last row it wrote, so the next page starts at the row after it.
+row or byte budget) names the last recipient it read, so the next page starts at the one after it.
 
 **Spreadsheet formulas.** `error_message` is the one column of text from outside (Graph's messages, a
 person's reason for a suppression): a value that begins with `=`, `+`, `-`, `@`, a tab or a carriage
