@@ -30,6 +30,8 @@ SCRIPTS = [
     ["bench.scale"],
     ["bench.store_query"],
     ["bench.stores"],
+    # 100 000 recipients written to the store (~40 s here), then exported through the gateway (~12 s).
+    ["bench.export"],
 ]
 
 

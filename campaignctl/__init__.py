@@ -7,6 +7,7 @@
     python -m campaignctl events ID [--newest]      (its history: time, kind, who, cause; one a line)
     python -m campaignctl list [--status sending]
     python -m campaignctl recipients ID [--status failed]
+    python -m campaignctl export ID [--status failed] [-o FILE]
     python -m campaignctl suppressions list|show PHONE|add PHONE [--reason R]|remove PHONE
 
 --api-url (env CAMPAIGNS_API_URL, default http://127.0.0.1:3000). A URL that is not loopback is the

@@ -6,8 +6,9 @@ import ipaddress
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -33,6 +34,20 @@ class ApiError(Exception):
 
 class Unreachable(Exception):
     """The API did not answer (nothing listens there, or it timed out)."""
+
+
+def raise_refusal(response: requests.Response) -> None:
+    """The ApiError of an answer that is not 2xx: the API's error envelope, or what came instead."""
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = response.text
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        raise ApiError(response.status_code, str(error.get("code")), str(error.get("message")),
+                       error.get("field"), body)
+    message = body.get("message") if isinstance(body, dict) else str(body or response.reason)
+    raise ApiError(response.status_code, "http_error", str(message)[:300], None, body)
 
 
 def is_loopback(url: str) -> bool:
@@ -120,24 +135,20 @@ class Client:
 
     def request(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
                 headers: dict | None = None, params: dict | None = None) -> Any:
+        response = self._send(method, self.base_url + path, json=json, data=data, headers=headers, params=params)
+        if not 200 <= response.status_code < 300:
+            raise_refusal(response)
         try:
-            response = self.session.request(method, self.base_url + path, json=json, data=data,
-                                            headers=headers, params=params, timeout=self.timeout)
+            return response.json() if response.content else None
+        except ValueError:
+            return response.text
+
+    def _send(self, method: str, url: str, **options) -> requests.Response:
+        try:
+            return self.session.request(method, url, timeout=self.timeout, **options)
         except (requests.ConnectionError, requests.Timeout) as error:
             hint = " (is `make up` running?)" if not self.signed else ""
             raise Unreachable(f"cannot reach the API at {self.base_url}{hint}: {type(error).__name__}") from None
-        try:
-            body = response.json() if response.content else None
-        except ValueError:
-            body = response.text
-        if not 200 <= response.status_code < 300:
-            error = body.get("error") if isinstance(body, dict) else None
-            if isinstance(error, dict):
-                raise ApiError(response.status_code, str(error.get("code")), str(error.get("message")),
-                               error.get("field"), body)
-            message = body.get("message") if isinstance(body, dict) else str(body or response.reason)
-            raise ApiError(response.status_code, "http_error", str(message)[:300], None, body)
-        return body
 
     # -- the API's operations
 
@@ -190,3 +201,19 @@ class Client:
         params = {"limit": limit, **({"next": next_token} if next_token else {}),
                   **({"order": "newest"} if newest_first else {})}
         return self.request("GET", f"/campaigns/{campaign_id}/events", params=params)
+
+    # -- the CSV export: pages followed through their Link rel="next" (RFC 8288)
+
+    def export_pages(self, campaign_id: str, status: str | None = None, limit: int | None = None) -> Iterator[str]:
+        """Each page of GET /campaigns/{id}/recipients.csv, a complete CSV (its header, then its rows)."""
+        url = f"{self.base_url}/campaigns/{quote(campaign_id, safe='')}/recipients.csv"
+        params: dict | None = {**({"status": status} if status else {}), **({"limit": limit} if limit else {})}
+        while url:
+            response = self._send("GET", url, params=params)
+            if not 200 <= response.status_code < 300 or not response.headers.get("Content-Type", "").startswith(
+                    "text/csv"):
+                raise_refusal(response)
+            yield response.text
+            link = response.links.get("next")
+            # The link is relative to the URL it came from (RFC 3986, 5.2) and carries the query on.
+            url, params = (urljoin(response.url, link["url"]), None) if link else (None, None)

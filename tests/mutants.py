@@ -298,6 +298,21 @@ MUTATIONS = (
               "    if True:"),),
         ("tests/test_crash.py::test_a_late_status_for_a_send_resent_after_absence_is_counted_as_a_duplicate",),
     ),
+    # The CSV export (docs/api.md, "Export"): not an invariant of the table, a promise of the route.
+    Mutation(
+        "export-cursor-skips-a-row", "export: every row once", f"{CAMPAIGNS}/export.py",
+        (edit("""                if rows >= limit or (rows and size + grown > max_bytes):
+                    return Page("".join(lines), rows, page_token([shard, key]))""",
+              """                if rows >= limit or (rows and size + grown > max_bytes):
+                    return Page("".join(lines), rows, page_token([shard, {"PK": raw["PK"], "SK": raw["SK"]}]))"""),),
+        ("tests/test_export.py::test_pages_give_every_recipient_exactly_once_and_the_last_has_no_link",
+         "tests/test_export.py::test_a_page_stops_at_its_byte_budget_and_the_next_goes_on_from_the_row_after"),
+    ),
+    Mutation(
+        "export-formula-left-live", "export: cells as text", f"{CAMPAIGNS}/export.py",
+        (edit("""    return "'" + value if value.startswith(FORMULA_STARTS) else value""", "    return value"),),
+        ("tests/test_export.py::test_a_message_a_spreadsheet_would_evaluate_is_written_as_text",),
+    ),
 )
 
 

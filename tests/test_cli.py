@@ -3,6 +3,7 @@ for the deployed API (checked on the prepared request: nothing is sent off this 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -192,3 +193,43 @@ def test_suppressions_are_added_listed_shown_and_removed(api):
     assert code == 0 and "taken off the suppression list" in out
     assert run(url, "suppressions", "remove", "919876543210")[0] == 1  # the API's 404, one line
     assert run(url, "suppressions", "add", "12")[0] == 1  # 422: not a number
+
+
+def test_export_follows_every_page_into_one_file_with_one_header(api, tmp_path, capsys):
+    url = api.gateway.url
+    api.fake.configure(reject_numbers={"919800000003": 131026})
+    code, out = run(url, "--json", "create", "--name", "export", "--phone-number-id", "1234567890",
+                    "--template-name", "t", "--csv", write_csv(tmp_path, 12), "--send")
+    assert code == 0
+    campaign_id = json.loads(out)["campaign"]["id"]
+    wait_until(lambda: json.loads(run(url, "--json", "status", campaign_id)[1])["status"] == "completed", 60,
+               "the campaign to complete")
+    header = ["phone", "status", "error_code", "error_message", "sent_at", "delivered_at", "read_at"]
+
+    target = tmp_path / "export.csv"
+    code, out = run(url, "export", campaign_id, "-o", str(target), "--limit", "5")
+    assert code == 0 and out.strip() == f"12 recipients written to {target} (3 pages)"
+    raw = target.read_bytes()
+    assert raw.startswith(b"phone,status,") and raw.count(b"\r\n") == 13  # CRLF records, kept as they came
+    lines = list(csv.reader(io.StringIO(raw.decode(), newline="")))
+    assert lines[0] == header and header not in lines[1:] and len(lines) == 13
+    assert sorted(line[0] for line in lines[1:]) == [f"9198{n:08d}" for n in range(12)]
+    by_phone = {line[0]: line for line in lines[1:]}
+    assert by_phone["919800000003"][1:3] == ["failed", "131026"]
+    assert all(line[1] == "sent" and line[4] for phone, line in by_phone.items() if phone != "919800000003")
+    assert not (tmp_path / "export.csv.part").exists()
+
+    # To standard output, filtered; the summary on standard error then.
+    capsys.readouterr()
+    code, out = run(url, "export", campaign_id, "--status", "failed")
+    assert code == 0
+    assert list(csv.reader(io.StringIO(out, newline=""))) == [header, by_phone["919800000003"]]
+    assert capsys.readouterr().err.strip() == "1 recipient (failed) written to stdout (1 page)"
+    summary = json.loads(run(url, "--json", "export", campaign_id, "-o", str(target), "--limit", "7")[1])
+    assert summary == {"campaign": campaign_id, "status": None, "rows": 12, "pages": 2, "file": str(target)}
+
+    # A refusal is one line and leaves no file behind.
+    missing = tmp_path / "none.csv"
+    assert run(url, "export", "0123456789abcdef", "-o", str(missing))[0] == 1
+    assert "404 not_found" in capsys.readouterr().err
+    assert not missing.exists() and not (tmp_path / "none.csv.part").exists()

@@ -49,6 +49,7 @@ API_ROUTES = {
     ("POST", "/campaigns/{id}/recipients"),
     ("GET", "/campaigns/{id}/recipients"),
     ("GET", "/campaigns/{id}/events"),
+    ("GET", "/campaigns/{id}/recipients.csv"),
     ("POST", "/campaigns/{id}/send"),
     ("POST", "/campaigns/{id}/pause"),
     ("POST", "/campaigns/{id}/resume"),

@@ -9,7 +9,7 @@ import json
 import re
 from functools import cache
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from campaigns import edge, history, imports, numbers, phones, service, suppressions, templates, views
+from campaigns import edge, export, history, imports, numbers, phones, service, suppressions, templates, views
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
@@ -360,6 +360,53 @@ def list_events(
     return edge.json_answer(200, {"items": items, "next": token})
 
 
+# -- the CSV export (campaigns.export; docs/api.md, "Export") -------------------------------------------
+
+
+@app.get(
+    "/campaigns/<id>/recipients.csv",
+    summary="A campaign's recipients as CSV (optionally by status), in pages that fit the response limits",
+    description="A header line `" + ",".join(export.COLUMNS) + "`, then one line per recipient, shard by "
+    "shard in send order (moments ISO 8601 UTC). At most `limit` rows (and 4 MiB) a page: while there is "
+    "more, the answer has `Link: <recipients.csv?...&next=CURSOR>; rel=\"next\"` (relative to the request's "
+    "URL) and `X-Next-Cursor`; the last page has neither. A page may hold fewer rows, even none, while "
+    "there is more. An `error_message` that begins with = + - @ is written with a ' before it.",
+    responses={200: {"description": "a page of the export, a complete CSV",
+                     "content": {"text/csv": {"schema": {"type": "string"}}}},
+               **_errors(404, 422)},
+    tags=["recipients"],
+)
+def export_recipients(
+    id: str,
+    status: Annotated[RecipientStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=export.MAX_ROWS)] = export.MAX_ROWS,
+    next: Annotated[str | None, Query(max_length=4096)] = None,
+):
+    found = export.page(_campaign_id(id), status, limit, next)
+    headers = {"Content-Disposition": f'attachment; filename="{id}-recipients.csv"'}
+    if found.next:
+        query = {**({"status": status.value} if status else {}),
+                 **({"limit": limit} if limit != export.MAX_ROWS else {}), "next": found.next}
+        headers["Link"] = f'<recipients.csv?{urlencode(query)}>; rel="next"'
+        headers["X-Next-Cursor"] = found.next
+    return Response(status_code=200, content_type=export.MEDIA_TYPE, body=found.body, headers=headers)
+
+
+def _document_export(schema: dict) -> None:
+    """The export's answer headers (the resolver documents only bodies)."""
+    answer = schema["paths"]["/campaigns/{id}/recipients.csv"]["get"]["responses"]["200"]
+    answer["headers"] = {
+        "Link": {"description": "the next page, `<recipients.csv?...&next=CURSOR>; rel=\"next\"` (RFC 8288), "
+                                "relative to the request's URL; absent on the last page",
+                 "schema": {"type": "string"}},
+        "X-Next-Cursor": {"description": "the next page's `next`; absent on the last page",
+                          "schema": {"type": "string"}},
+    }
+    answer["content"]["text/csv"]["example"] = (
+        ",".join(export.COLUMNS) + "\r\n919876543210,sent,,,2026-11-28T18:54:13.556+00:00,"
+        "2026-11-28T18:54:14.102+00:00,\r\n919876543211,failed,131026,Message undeliverable,,,\r\n")
+
+
 _PHONE_NUMBER_ID = re.compile(r"^[0-9]{1,32}$")
 
 
@@ -496,6 +543,7 @@ def openapi_schema() -> dict:
                                     "example": "phone,var1,var2\r\n+919876543210,Asha,20%\r\n"}},
         },
     }
+    _document_export(schema)
     # Powertools adds its own validation-error schemas; every 4xx here answers ErrorOut instead.
     theirs = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
     used = json.dumps([schema["paths"], {k: v for k, v in components.items() if k not in theirs}])
