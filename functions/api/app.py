@@ -193,6 +193,7 @@ def create_campaign(
         send_at=body.send_at.timestamp() if body.send_at else None,
         send_window=body.send_window.model_dump(exclude_none=True) if body.send_window else None,
         expires_at=body.expires_at.timestamp() if body.expires_at else None,
+        api=body.api.value,
     )
     headers = {}
     if idempotency_key:

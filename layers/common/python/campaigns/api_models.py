@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import templates
 from .states import CampaignStatus, InDoubtPolicy, RecipientStatus
+from .whatsapp import SendApi
 
 
 class _Strict(BaseModel):
@@ -109,6 +110,10 @@ class CreateCampaign(_Strict):
         "once: never sent again) or resend (at least once: sent again after the grace period without proof)")
     send_window: SendWindowIn | None = Field(None, description=(
         "the hours it may send in; outside them its shards park and it goes on by itself at the opening"))
+    api: SendApi = Field(SendApi.MESSAGES, description=(
+        "the Graph endpoint its sends go to: messages (default: POST /{phone_number_id}/messages) or "
+        "marketing_messages (the Marketing Messages API, POST /{phone_number_id}/marketing_messages: marketing "
+        "templates only; the same answers, errors and status webhooks)"))
     send_at: datetime | None = Field(
         None, description="start time: ISO 8601 with a time zone, or epoch seconds; must be in the future "
         "(the campaign is then `scheduled`)")
@@ -166,6 +171,7 @@ class CampaignOut(BaseModel):
     template: dict
     rate: int
     in_doubt_policy: str
+    api: SendApi = Field(SendApi.MESSAGES, description="the Graph endpoint its sends go to")
     shards: int
     total: int
     counts: Counts

@@ -125,6 +125,8 @@ class Campaign(_TableModel):
     rate = NumberAttribute(default=80)
     shard_count = NumberAttribute(default=1)
     in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.AUTO.value)
+    # The Graph endpoint its sends go to (whatsapp.SendApi): "messages" or "marketing_messages".
+    api = UnicodeAttribute(default="messages")
     paused_reason = UnicodeAttribute(null=True)
     paused_by = UnicodeAttribute(null=True)  # "person", "provider" (Meta paused its template), "error"
     # A pause of the provider's that ends at a known time (an account restriction's expiration):
