@@ -28,7 +28,17 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from campaigns import edge, imports, numbers, phones, service, suppressions, templates, views
+from campaigns import (
+    edge,
+    imports,
+    numbers,
+    phones,
+    service,
+    suppressions,
+    templates,
+    test_sends,
+    views,
+)
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
@@ -42,6 +52,8 @@ from campaigns.api_models import (
     NumberOut,
     RecipientPage,
     RetryOut,
+    SendTestIn,
+    SendTestOut,
     SuppressionAdded,
     SuppressionIn,
     SuppressionOut,
@@ -296,6 +308,24 @@ def cancel(id: str):
 def retry_failed(id: str):
     reopened = service.retry_failed(_campaign_id(id), settings())
     return edge.json_answer(200, {**views.campaign_status(id, settings()), "reopened_shards": reopened})
+
+
+# -- test sends and clones (campaigns.test_sends, campaigns.clones) ----------------------------------------
+
+
+@app.post(
+    "/campaigns/<id>/test",
+    summary="Send the campaign's template now to up to 10 numbers (draft, scheduled or paused)",
+    description="Each number is sent to as a send of the campaign would be (the same payload, token and "
+    "endpoint), synchronously and without retries; the answer gives each one's wamid or the Graph error and "
+    "its class. The campaign's recipients, counts and status are not touched, and the status webhooks of a "
+    "test send change nothing. A number on the suppression list is not sent to (class `suppressed`).",
+    responses={**_ok(200, SendTestOut, "one result per number"), **_errors(400, 404, 409, 422)},
+    tags=["campaigns"],
+)
+def send_test(id: str, body: Annotated[SendTestIn, Body()]):
+    results = test_sends.send_tests(_campaign_id(id), [r.model_dump() for r in body.recipients], settings())
+    return edge.json_answer(200, {"results": results})
 
 
 @app.get(

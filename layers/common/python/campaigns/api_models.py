@@ -353,6 +353,41 @@ class RecipientPage(BaseModel):
     next: str | None
 
 
+# -- test sends and clones (campaigns.test_sends, campaigns.clones) ---------------------------------------
+
+
+class SendTestIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"recipients": [
+        {"phone": "+919876543210", "variables": ["Asha", "20%"]}, {"phone": "+14155550100", "variables": ["Sam", "5%"]}]}})
+
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=10, description=(
+        "1 to 10 numbers to send the campaign's template to now, each with its variables (one per {{n}}), "
+        "validated as an import's; the campaign's recipients and counts are not touched"))
+
+
+class SendTestError(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    code: int | None = Field(description="the Graph error code (-2: no connection, -3: a 5xx without a body); "
+                             "null when nothing was sent (suppressed)")
+    message: str
+    class_: str = Field(alias="class", description=(
+        "the error's class, as a campaign's send would be judged (graph_errors: throttled, retry_recipient, "
+        "retryable, recipient, suppress, fatal), or suppressed (on the suppression list: not sent), or "
+        "no_answer (the request went out but no answer came back: it may have been sent)"))
+
+
+class SendTestResult(BaseModel):
+    phone: str = Field(description="E.164 digits")
+    ok: bool = Field(description="Meta accepted the send")
+    wamid: str | None = Field(None, description="the accepted message's id")
+    error: SendTestError | None = None
+
+
+class SendTestOut(BaseModel):
+    results: list[SendTestResult] = Field(description="one per number, in the request's order")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
