@@ -54,6 +54,7 @@ API_ROUTES = {
     ("POST", "/campaigns/{id}/cancel"),
     ("POST", "/campaigns/{id}/retry-failed"),
     ("POST", "/campaigns/{id}/test"),  # issue 21: test sends
+    ("POST", "/campaigns/{id}/clone"),  # issue 21: clones
     ("GET", "/numbers"),
     ("PUT", "/numbers/{phone_number_id}"),
     ("GET", "/numbers/{phone_number_id}"),

@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 
 from campaigns import (
+    clones,
     edge,
     imports,
     numbers,
@@ -42,6 +43,8 @@ from campaigns import (
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
+    ClonedCampaign,
+    CloneIn,
     CreateCampaign,
     CreatedCampaign,
     ErrorOut,
@@ -326,6 +329,25 @@ def retry_failed(id: str):
 def send_test(id: str, body: Annotated[SendTestIn, Body()]):
     results = test_sends.send_tests(_campaign_id(id), [r.model_dump() for r in body.recipients], settings())
     return edge.json_answer(200, {"results": results})
+
+
+@app.post(
+    "/campaigns/<id>/clone",
+    status_code=201,
+    summary="A new draft with the campaign's template and settings, and optionally its recipients by outcome",
+    description="`recipients`: none (default), all, failed, not_delivered or not_read (docs/api.md). They go "
+    "through the import (duplicates and suppressed numbers dropped, the answer's `import` report). Not copied: "
+    "send_at; expires_at only if still in the future.",
+    responses={**_ok(201, ClonedCampaign, "the new campaign"), **_errors(400, 404, 413, 422)},
+    tags=["campaigns"],
+)
+def clone_campaign(id: str, body: Annotated[CloneIn | None, Body()] = None):
+    body = body or CloneIn()
+    campaign_id, report = clones.clone(_campaign_id(id), body.name, body.recipients, settings())
+    answer = {**views.campaign_status(campaign_id, settings()), "cloned_from": id}
+    if report is not None:
+        answer["import"] = report
+    return edge.json_answer(201, answer, {"Location": f"/campaigns/{campaign_id}"})
 
 
 @app.get(

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import templates
+from .clones import Pick
 from .states import CampaignStatus, InDoubtPolicy, RecipientStatus
 from .whatsapp import SendApi
 
@@ -386,6 +387,23 @@ class SendTestResult(BaseModel):
 
 class SendTestOut(BaseModel):
     results: list[SendTestResult] = Field(description="one per number, in the request's order")
+
+
+class CloneIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"name": "Diwali (failed, again)",
+                                                             "recipients": "failed"}})
+
+    name: Annotated[str | None, Field(min_length=1, max_length=200, description=(
+        "the new campaign's name (default: the source's, with \" (copy)\")"))] = None
+    recipients: Pick = Field(Pick.NONE, description=(
+        "which of the source's recipients the clone gets, with their variables: none (default), all, failed, "
+        "not_delivered (no delivered_at: pending, failed, in doubt, expired, sent but never reported delivered), "
+        "not_read (no read_at: those, and delivered but never reported read); not_delivered and not_read leave "
+        "out the skipped (opted-out) and those being sent"))
+
+
+class ClonedCampaign(CreatedCampaign):
+    cloned_from: str = Field(description="the source campaign's id")
 
 
 class ErrorBody(BaseModel):
