@@ -58,7 +58,8 @@ def send_tests(campaign_id: str, items: object, settings: Settings) -> list[dict
                 sent[row.phone] = result
     results = [sent[row.phone] if row.phone in sent else _suppressed(row.phone, opted_out[row.phone].reason)
                for row in rows]
-    count_test_sends(len(results))
+    if to_send:
+        count_test_sends(len(to_send))  # the numbers sent to (a suppressed one is not)
     for result in results:
         outcome = "sent" if result["ok"] else result["error"]["class"]
         logger.info("test send", extra={"campaign_id": campaign_id, "phone": mask_phone(result["phone"]),
