@@ -9,6 +9,8 @@
     python -m campaignctl recipients ID [--status failed]
     python -m campaignctl export ID [--status failed] [-o FILE]
     python -m campaignctl suppressions list|show PHONE|add PHONE [--reason R]|remove PHONE
+    python -m campaignctl test ID --phone +919876543210 [--phone ...] [--var Asha ...] | --csv FILE
+    python -m campaignctl clone ID [--name NAME] [--recipients none|all|failed|not_delivered|not_read]
 
 --api-url (env CAMPAIGNS_API_URL, default http://127.0.0.1:3000). A URL that is not loopback is the
 deployed API: requests are signed with SigV4 (service execute-api) with the default AWS credential chain.

@@ -138,6 +138,8 @@ def cmd_create(client: Client, args, out: IO[str]) -> int:
     }
     if args.expires_at:
         spec["expires_at"] = args.expires_at
+    if args.api != "messages":
+        spec["api"] = args.api
     campaign = client.create(spec)
     campaign_id = campaign["id"]
     try:
@@ -343,6 +345,59 @@ def cmd_export(client: Client, args, out: IO[str]) -> int:
     return 0
 
 
+# -- test sends and clones (issue 21) ----------------------------------------------------------------------
+
+CLONE_PICKS = ("none", "all", "failed", "not_delivered", "not_read")
+
+
+def numbers_to_test(args) -> list[dict]:
+    """The numbers of `campaignctl test`: --phone (each with the --var values), or the rows of --csv."""
+    if args.csv:
+        with open(args.csv, encoding="utf-8-sig", newline="") as stream:
+            records = [r for r in csv.reader(stream) if any(cell.strip() for cell in r)]
+        if not records or records[0][0].strip().lower() != "phone":
+            raise ValueError(f"{args.csv}: the first line must be the header phone,var1,var2,...")
+        found = [{"phone": r[0], "variables": r[1:]} for r in records[1:]]
+    else:
+        found = [{"phone": phone, "variables": list(args.var or [])} for phone in args.phone or []]
+    if not found:
+        raise ValueError("name the numbers to test with --phone (one or more) or --csv FILE")
+    return found
+
+
+def describe_test_result(result: dict) -> str:
+    if result.get("ok"):
+        return f"+{result['phone']:<16} sent    {result.get('wamid')}"
+    error = result.get("error") or {}
+    code = f"{error.get('code')} " if error.get("code") is not None else ""
+    return f"+{result['phone']:<16} FAILED  {code}({error.get('class')}): {error.get('message')}"
+
+
+def cmd_test(client: Client, args, out: IO[str]) -> int:
+    answer = client.test_send(args.id, numbers_to_test(args))
+    results = answer.get("results") or []
+    if args.json:
+        print(json.dumps(answer), file=out)
+    else:
+        print("\n".join(describe_test_result(r) for r in results), file=out)
+        print(f"{sum(1 for r in results if r.get('ok'))} of {len(results)} test send(s) accepted; the campaign's "
+              "recipients and counts are unchanged", file=out)
+    return 0 if all(r.get("ok") for r in results) else 1
+
+
+def cmd_clone(client: Client, args, out: IO[str]) -> int:
+    answer = client.clone(args.id, args.name, args.recipients)
+    if args.json:
+        print(json.dumps(answer), file=out)
+        return 0
+    print(f"cloned campaign {args.id} into {answer['id']} ({answer['status']}), recipients: {args.recipients}",
+          file=out)
+    if answer.get("import"):
+        print(import_summary(answer["import"]), file=out)
+    print(describe(answer), file=out)
+    return 0
+
+
 # -- the parser ------------------------------------------------------------------------------------------
 
 
@@ -371,6 +426,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-at", metavar="ISO_8601",
                         help="no send starts after it (e.g. 2030-01-31T20:00:00+05:30): what is pending then "
                              "ends expired")
+    create.add_argument("--api", choices=("messages", "marketing_messages"), default="messages",
+                        help="the Graph endpoint its sends go to (default %(default)s; marketing_messages: the "
+                             "Marketing Messages API, marketing templates only)")
     create.add_argument("--send", action="store_true", help="start sending right away")
     create.set_defaults(run=cmd_create)
 
@@ -378,6 +436,24 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(action, help=f"{action} a campaign")
         command.add_argument("id")
         command.set_defaults(run=cmd_action)
+
+    tested = commands.add_parser("test", help="send a campaign's template now to a few numbers (at most 10), "
+                                 "leaving its recipients and counts as they are")
+    tested.add_argument("id")
+    tested.add_argument("--phone", action="append", help="a number to send to (repeat for more)")
+    tested.add_argument("--var", action="append", help="the template's variables, in order, for every --phone "
+                        "(repeat for each {{n}})")
+    tested.add_argument("--csv", metavar="FILE", help="the numbers instead: header phone,var1,..., one per line")
+    tested.set_defaults(run=cmd_test)
+
+    cloned = commands.add_parser("clone", help="a new draft with a campaign's template and settings, and "
+                                 "optionally its recipients by outcome")
+    cloned.add_argument("id")
+    cloned.add_argument("--name", help="the new campaign's name (default: the source's, with \" (copy)\")")
+    cloned.add_argument("--recipients", choices=CLONE_PICKS, default="none",
+                        help="which of its recipients the clone gets (default %(default)s): all, failed, "
+                             "not_delivered (no delivery reported), not_read (no read reported)")
+    cloned.set_defaults(run=cmd_clone)
 
     status = commands.add_parser("status", help="a campaign's status and counts")
     status.add_argument("id")

@@ -162,6 +162,13 @@ class Client:
     def action(self, campaign_id: str, action: str) -> dict:
         return self.request("POST", f"/campaigns/{campaign_id}/{action}")
 
+    def test_send(self, campaign_id: str, recipients: list[dict]) -> dict:
+        return self.request("POST", f"/campaigns/{campaign_id}/test", json={"recipients": recipients})
+
+    def clone(self, campaign_id: str, name: str | None = None, recipients: str = "none") -> dict:
+        body = {"recipients": recipients, **({"name": name} if name else {})}
+        return self.request("POST", f"/campaigns/{campaign_id}/clone", json=body)
+
     def get(self, campaign_id: str) -> dict:
         return self.request("GET", f"/campaigns/{campaign_id}")
 

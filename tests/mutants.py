@@ -313,6 +313,24 @@ MUTATIONS = (
         (edit("""    return "'" + value if value.startswith(FORMULA_STARTS) else value""", "    return value"),),
         ("tests/test_export.py::test_a_message_a_spreadsheet_would_evaluate_is_written_as_text",),
     ),
+    # Issue 21: test sends, the Marketing Messages endpoint.
+    Mutation(
+        "endpoint-choice-ignored", "issue 21 marketing messages", f"{CAMPAIGNS}/whatsapp.py",
+        (edit('    return f"/{phone_number_id}/{SendApi(api or SendApi.MESSAGES).value}"',
+              '    return f"/{phone_number_id}/messages"'),),
+        ("tests/test_sending.py::test_a_marketing_messages_campaign_sends_through_that_endpoint_and_completes",),
+    ),
+    Mutation(
+        "test-send-names-a-recipient", "issue 21 test sends write nothing", f"{CAMPAIGNS}/models.py",
+        (edit('    return f"{TEST_CALLBACK_PREFIX}{campaign_id}:{token}"', '    return f"{campaign_id}:0:0"'),),
+        ("tests/test_test_sends.py::test_the_status_webhooks_of_a_test_send_change_nothing",),
+    ),
+    Mutation(
+        "test-send-to-suppressed", "7 polite to the provider", f"{CAMPAIGNS}/test_sends.py",
+        (edit("    opted_out = {row.phone: item for row in rows if (item := suppressions.find(row.phone)) is not None}",
+              "    opted_out = {}"),),
+        ("tests/test_test_sends.py::test_a_suppressed_number_is_not_sent_to_and_says_why",),
+    ),
 )
 
 

@@ -233,3 +233,53 @@ def test_export_follows_every_page_into_one_file_with_one_header(api, tmp_path, 
     assert run(url, "export", "0123456789abcdef", "-o", str(missing))[0] == 1
     assert "404 not_found" in capsys.readouterr().err
     assert not missing.exists() and not (tmp_path / "none.csv.part").exists()
+
+
+# -- test sends and clones (issue 21) ------------------------------------------------------------------
+
+
+def test_a_test_send_from_the_command_line_reaches_the_fake_and_leaves_the_draft(api, tmp_path, capsys):
+    url = api.gateway.url
+    code, out = run(url, "--json", "create", "--name", "Diwali", "--phone-number-id", "1234567890",
+                    "--template-name", "diwali_offer", "--csv", write_csv(tmp_path, 3), "--api", "marketing_messages")
+    assert code == 0, capsys.readouterr().err
+    campaign_id = json.loads(out)["campaign"]["id"]
+
+    code, out = run(url, "test", campaign_id, "--phone", "+91 98765 00001", "--phone", "+919876500002",
+                    "--var", "Asha", "--var", "5%")
+    assert code == 0, capsys.readouterr().err
+    assert out.count(" sent    wamid.FAKE") == 2 and "2 of 2 test send(s) accepted" in out
+    assert sorted((s["to"], s["endpoint"]) for s in api.fake.sends()) == [
+        ("919876500001", "marketing_messages"), ("919876500002", "marketing_messages")]
+    status = json.loads(run(url, "--json", "status", campaign_id)[1])
+    assert (status["status"], status["counts"]["sent"], status["counts"]["pending"]) == ("draft", 0, 3)
+
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("phone,name,offer\n+919876500003,Ravi,10%\n")
+    api.fake.configure(reject_numbers={"919876500003": 131026})
+    code, out = run(url, "test", campaign_id, "--csv", str(numbers))
+    assert code == 1 and "+919876500003" in out and "FAILED  131026 (recipient)" in out
+
+    assert run(url, "test", campaign_id, "--phone", "12", "--var", "a", "--var", "b")[0] == 1  # the API's 422
+    assert "recipients[0].phone" in capsys.readouterr().err
+    assert run(url, "test", campaign_id)[0] == 2
+    assert "--phone" in capsys.readouterr().err
+
+
+def test_a_clone_from_the_command_line_is_a_draft_with_the_same_template(api, tmp_path, capsys):
+    url = api.gateway.url
+    code, out = run(url, "--json", "create", "--name", "Diwali", "--phone-number-id", "1234567890",
+                    "--template-name", "diwali_offer", "--csv", write_csv(tmp_path, 4), "--rate", "40")
+    source = json.loads(out)["campaign"]
+    code, out = run(url, "clone", source["id"], "--name", "Diwali again", "--recipients", "not_delivered")
+    assert code == 0, capsys.readouterr().err
+    assert out.startswith(f"cloned campaign {source['id']} into ")
+    clone_id = out.split()[4]
+    assert "4 recipients imported (4 in the campaign)" in out and "[draft]" in out
+    cloned = json.loads(run(url, "--json", "status", clone_id)[1])
+    assert (cloned["name"], cloned["status"], cloned["rate"], cloned["total"]) == ("Diwali again", "draft", 40, 4)
+    assert cloned["template"] == source["template"]
+    code, out = run(url, "--json", "clone", source["id"])
+    assert code == 0 and json.loads(out)["name"] == "Diwali (copy)" and json.loads(out)["total"] == 0
+    assert run(url, "clone", "0123456789abcdef")[0] == 1
+    assert "404 not_found" in capsys.readouterr().err

@@ -45,10 +45,11 @@ def payload(to: str = "919876543210", callback: str | None = "camp-1:r-1") -> di
 
 
 def send(
-    fake: FakeGraph, body, token: str | None = TOKEN, phone_number_id: str = PHONE_NUMBER_ID, session=None
+    fake: FakeGraph, body, token: str | None = TOKEN, phone_number_id: str = PHONE_NUMBER_ID, session=None,
+    endpoint: str = "messages",
 ):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = f"{fake.url}/v23.0/{phone_number_id}/messages"
+    url = f"{fake.url}/v23.0/{phone_number_id}/{endpoint}"
     poster = session or requests
     if isinstance(body, bytes):
         return poster.post(url, data=body, headers=headers, timeout=10)
@@ -339,6 +340,30 @@ def test_failed_webhooks_carry_131026_after_sent(fake, receiver):
     [error] = statuses[1]["errors"]
     assert error["code"] == 131026
     assert statuses[1]["biz_opaque_callback_data"] == "camp-1:r-8"
+
+
+# --------------------------------------------------------------------------------------------- marketing messages
+
+
+def test_the_marketing_messages_endpoint_behaves_as_messages_and_each_record_names_its_endpoint(fake, receiver):
+    fake.configure(webhook_url=receiver.url, app_secret=SECRET, webhook_delay_ms=1,
+                   reject_numbers={"919800000009": 131026})
+    marketing = send(fake, payload(to="919876543210", callback="camp-1:r-1"), endpoint="marketing_messages")
+    plain = send(fake, payload(to="919876543211", callback="camp-1:r-2"))
+    refused = send(fake, payload(to="919800000009", callback="camp-1:r-3"), endpoint="marketing_messages")
+    unauthorised = send(fake, payload(), token="wrong", endpoint="marketing_messages")
+
+    assert marketing.status_code == 200 and marketing.json()["messages"][0]["message_status"] == "accepted"
+    assert plain.status_code == 200
+    assert (refused.status_code, error_code(refused)) == (400, 131026)
+    assert (unauthorised.status_code, error_code(unauthorised)) == (401, 190)
+    assert [(r["to"], r["endpoint"]) for r in fake.sends()] == [("919876543210", "marketing_messages"),
+                                                                ("919876543211", "messages")]
+    assert [(r["code"], r["endpoint"]) for r in fake.rejected()] == [(131026, "marketing_messages"),
+                                                                     (190, "marketing_messages")]
+    statuses = statuses_of(receiver.wait_for(6))  # the same webhooks: sent, delivered, read of each
+    assert sorted(s["biz_opaque_callback_data"] for s in statuses) == ["camp-1:r-1"] * 3 + ["camp-1:r-2"] * 3
+    assert send(fake, payload(), endpoint="marketing_messages/extra").status_code == 404
 
 
 # --------------------------------------------------------------------------------------------- stats and control

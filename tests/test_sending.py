@@ -462,6 +462,26 @@ def test_a_number_of_another_account_sends_with_its_own_token(make_stack):
     assert refused.value.field == "secret"
 
 
+def test_a_marketing_messages_campaign_sends_through_that_endpoint_and_completes(make_stack):
+    """`api: marketing_messages`: every send goes to /{phone_number_id}/marketing_messages (the fake records
+    the endpoint), its errors are classified and its statuses applied as for /messages."""
+    stack = make_stack(fake_latency_ms=5, fake_webhook_failed_ratio=0.0)
+    stack.start_gateway(dashboard=False)  # the fake's status webhooks come back through it
+    stack.fake.configure(reject_numbers={"919870000003": 131026})
+    spec = service.CampaignSpec(name="marketing", phone_number_id="1234567890", template=TEMPLATE,
+                                in_doubt_policy="skip", api="marketing_messages")
+    campaign = service.create_campaign(spec, settings())
+    service.add_recipients(campaign.id, [service.RecipientRow(phone=f"91987{n:07d}", variables=[f"name{n}"])
+                                         for n in range(20)])
+    service.send(campaign.id, settings())
+    wait_until(completed(campaign), 60, "the campaign to complete")
+    assert audit(campaign, stack.fake)["statuses"] == {"sent": 19, "failed": 1}
+    assert {s["endpoint"] for s in stack.fake.sends()} == {"marketing_messages"}
+    assert [(r["code"], r["endpoint"]) for r in stack.fake.rejected()] == [(131026, "marketing_messages")]
+    wait_until(lambda: status(campaign)["counts"]["read"] == 19, 30, "the read statuses of its sends")
+    assert status(campaign)["api"] == "marketing_messages"
+
+
 def _post_signed(stack, payload: dict) -> None:
     body = json.dumps(payload).encode()
     answer = requests.post(f"{stack.gateway.url}/webhook", data=body, timeout=10, headers={

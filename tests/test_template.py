@@ -55,6 +55,8 @@ API_ROUTES = {
     ("POST", "/campaigns/{id}/resume"),
     ("POST", "/campaigns/{id}/cancel"),
     ("POST", "/campaigns/{id}/retry-failed"),
+    ("POST", "/campaigns/{id}/test"),  # issue 21: test sends
+    ("POST", "/campaigns/{id}/clone"),  # issue 21: clones
     ("GET", "/numbers"),
     ("PUT", "/numbers/{phone_number_id}"),
     ("GET", "/numbers/{phone_number_id}"),
@@ -303,7 +305,7 @@ def test_each_function_gets_only_the_table_actions_it_needs(cfn):
     assert "dynamodb:PutItem" not in actions["RecoveryFunction"]
 
 
-def test_secret_is_read_only_by_sender_and_webhook(cfn):
+def test_secret_is_read_only_by_sender_webhook_and_the_apis_test_sends(cfn):
     readers = set()
     for fid, stmts in _function_statements(cfn).items():
         for stmt in stmts:
@@ -311,11 +313,12 @@ def test_secret_is_read_only_by_sender_and_webhook(cfn):
                 assert _actions(stmt) == ["secretsmanager:GetSecretValue"], fid
                 numbers_own = {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
                                           ":secret:${AWS::StackName}/*"}
-                # The stack's secret; and the sender alone reads the numbers' own, under the stack's prefix.
+                # The stack's secret; and the numbers' own, under the stack's prefix, by the sender and the API
+                # (its test sends go out with the token a send of the campaign would use).
                 assert stmt["Resource"] == {"Ref": "WhatsAppSecretArn"} or (
-                    fid == "SenderFunction" and stmt["Resource"] == numbers_own), (fid, stmt["Resource"])
+                    fid in ("SenderFunction", "ApiFunction") and stmt["Resource"] == numbers_own), (fid, stmt["Resource"])
                 readers.add(fid)
-    assert readers == {"SenderFunction", "WebhookFunction"}
+    assert readers == {"SenderFunction", "WebhookFunction", "ApiFunction"}
 
 
 def test_lambda_invoke_is_only_on_the_sender(cfn):

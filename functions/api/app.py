@@ -28,10 +28,25 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
-from campaigns import edge, export, history, imports, numbers, phones, service, suppressions, templates, views
+from campaigns import (
+    clones,
+    edge,
+    export,
+    history,
+    imports,
+    numbers,
+    phones,
+    service,
+    suppressions,
+    templates,
+    test_sends,
+    views,
+)
 from campaigns.api_models import (
     CampaignOut,
     CampaignPage,
+    ClonedCampaign,
+    CloneIn,
     CreateCampaign,
     CreatedCampaign,
     ErrorOut,
@@ -43,6 +58,8 @@ from campaigns.api_models import (
     NumberOut,
     RecipientPage,
     RetryOut,
+    SendTestIn,
+    SendTestOut,
     SuppressionAdded,
     SuppressionIn,
     SuppressionOut,
@@ -194,6 +211,7 @@ def create_campaign(
         send_at=body.send_at.timestamp() if body.send_at else None,
         send_window=body.send_window.model_dump(exclude_none=True) if body.send_window else None,
         expires_at=body.expires_at.timestamp() if body.expires_at else None,
+        api=body.api.value,
     )
     headers = {}
     if idempotency_key:
@@ -296,6 +314,43 @@ def cancel(id: str):
 def retry_failed(id: str):
     reopened = service.retry_failed(_campaign_id(id), settings())
     return edge.json_answer(200, {**views.campaign_status(id, settings()), "reopened_shards": reopened})
+
+
+# -- test sends and clones (campaigns.test_sends, campaigns.clones) ----------------------------------------
+
+
+@app.post(
+    "/campaigns/<id>/test",
+    summary="Send the campaign's template now to up to 10 numbers (draft, scheduled or paused)",
+    description="Each number is sent to as a send of the campaign would be (the same payload, token and "
+    "endpoint), synchronously and without retries; the answer gives each one's wamid or the Graph error and "
+    "its class. The campaign's recipients, counts and status are not touched, and the status webhooks of a "
+    "test send change nothing. A number on the suppression list is not sent to (class `suppressed`).",
+    responses={**_ok(200, SendTestOut, "one result per number"), **_errors(400, 404, 409, 422)},
+    tags=["campaigns"],
+)
+def send_test(id: str, body: Annotated[SendTestIn, Body()]):
+    results = test_sends.send_tests(_campaign_id(id), [r.model_dump() for r in body.recipients], settings())
+    return edge.json_answer(200, {"results": results})
+
+
+@app.post(
+    "/campaigns/<id>/clone",
+    status_code=201,
+    summary="A new draft with the campaign's template and settings, and optionally its recipients by outcome",
+    description="`recipients`: none (default), all, failed, not_delivered or not_read (docs/api.md). They go "
+    "through the import (duplicates and suppressed numbers dropped, the answer's `import` report). Not copied: "
+    "send_at; expires_at only if still in the future.",
+    responses={**_ok(201, ClonedCampaign, "the new campaign"), **_errors(400, 404, 413, 422)},
+    tags=["campaigns"],
+)
+def clone_campaign(id: str, body: Annotated[CloneIn | None, Body()] = None):
+    body = body or CloneIn()
+    campaign_id, report = clones.clone(_campaign_id(id), body.name, body.recipients, settings())
+    answer = {**views.campaign_status(campaign_id, settings()), "cloned_from": id}
+    if report is not None:
+        answer["import"] = report
+    return edge.json_answer(201, answer, {"Location": f"/campaigns/{campaign_id}"})
 
 
 @app.get(

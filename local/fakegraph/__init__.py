@@ -1,8 +1,10 @@
 """A fake WhatsApp Cloud (Graph) API for the local stack, the demo, benchmarks and crash tests.
 
 It speaks the part of the Graph API the sender uses: `POST /{version}/{phone_number_id}/messages` with a
-template body, answering like Meta does (success shape, Graph error shape and codes), and it can post signed
-status webhooks (`sent` → `delivered` → `read`, or `sent` → `failed`) to a webhook URL.
+template body (and the Marketing Messages API's `.../marketing_messages`, which behaves the same: each record's
+`endpoint` says which of the two a request came to), answering like Meta does (success shape, Graph error shape
+and codes), and it can post signed status webhooks (`sent` → `delivered` → `read`, or `sent` → `failed`) to a
+webhook URL.
 
 What makes it useful for crash tests is *when* it records a send: on arrival, before the simulated latency,
 like the real API. A client killed while waiting for the response has still sent, and the fake says so.

@@ -171,28 +171,33 @@ class FakeGraph:
         with self._lock:
             self._in_flight -= 1
 
-    def handle_send(self, phone_number_id: str, authorization: str | None, raw_body: bytes) -> Reply:
-        """Decides and records one send request; the latency comes afterwards (see wait_latency)."""
+    def handle_send(self, phone_number_id: str, authorization: str | None, raw_body: bytes,
+                    endpoint: str = "messages") -> Reply:
+        """Decides and records one send request; the latency comes afterwards (see wait_latency).
+
+        `endpoint` is the path's last part, `messages` or `marketing_messages` (the Marketing Messages
+        API): both behave the same, and every record names the one the request came to."""
         settings = self._settings
         if settings.token is not None and not _bearer_matches(authorization, settings.token):
             return self._reject(
                 error_reply(190, "Invalid OAuth access token - Cannot parse access token"),
                 phone_number_id,
                 None,
+                endpoint,
             )
         if settings.fatal_code is not None:
             return self._reject(
-                error_reply(settings.fatal_code, "fatal_code is set on the fake"), phone_number_id, None
+                error_reply(settings.fatal_code, "fatal_code is set on the fake"), phone_number_id, None, endpoint
             )
         try:
             request = parse_send_body(raw_body)
         except MalformedRequest as error:
-            return self._reject(error_reply(100, str(error)), phone_number_id, None)
+            return self._reject(error_reply(100, str(error)), phone_number_id, None, endpoint)
         with self._lock:
             reply = self._admission_error(settings, phone_number_id, request)
             if reply is not None:
-                return self._reject_locked(reply, phone_number_id, request)
-            record = self._record_locked(phone_number_id, request)
+                return self._reject_locked(reply, phone_number_id, request, endpoint)
+            record = self._record_locked(phone_number_id, request, endpoint)
             webhook_statuses = self._webhook_statuses_locked(settings)
         if webhook_statuses:
             self._webhooks.submit(
@@ -230,12 +235,13 @@ class FakeGraph:
         window.append(now)
         return True
 
-    def _record_locked(self, phone_number_id: str, request: SendRequest) -> dict:
+    def _record_locked(self, phone_number_id: str, request: SendRequest, endpoint: str = "messages") -> dict:
         record = {
             "seq": len(self._sends) + 1,
             "to": request.to,
             "callback": request.callback,
             "phone_number_id": phone_number_id,
+            "endpoint": endpoint,
             "wamid": f"wamid.FAKE{self._wamid_prefix}{next(self._wamid_numbers):012d}",
             "at": time.time(),
         }
@@ -257,11 +263,13 @@ class FakeGraph:
         )
         return ["sent", "failed"] if failed else ["sent", "delivered", "read"]
 
-    def _reject(self, reply: Reply, phone_number_id: str, request: SendRequest | None) -> Reply:
+    def _reject(self, reply: Reply, phone_number_id: str, request: SendRequest | None,
+                endpoint: str = "messages") -> Reply:
         with self._lock:
-            return self._reject_locked(reply, phone_number_id, request)
+            return self._reject_locked(reply, phone_number_id, request, endpoint)
 
-    def _reject_locked(self, reply: Reply, phone_number_id: str, request: SendRequest | None) -> Reply:
+    def _reject_locked(self, reply: Reply, phone_number_id: str, request: SendRequest | None,
+                       endpoint: str = "messages") -> Reply:
         code = reply.body["error"]["code"]
         self._by_code[code] += 1
         self._rejected.append(
@@ -270,6 +278,7 @@ class FakeGraph:
                 "to": request.to if request else None,
                 "callback": request.callback if request else None,
                 "phone_number_id": phone_number_id,
+                "endpoint": endpoint,
                 "code": code,
                 "http_status": reply.status,
                 "at": time.time(),

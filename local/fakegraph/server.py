@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 1_000_000
 
-_MESSAGES_PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/([^/]+)/messages/?$")
+# The Cloud API's /messages and the Marketing Messages API's /marketing_messages: the same body,
+# answers, errors and webhooks; each send's record names the endpoint it came to.
+_MESSAGES_PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/([^/]+)/(messages|marketing_messages)/?$")
 
 
 class FakeGraphServer(LoopbackServer):
@@ -36,7 +38,7 @@ class FakeGraphHandler(KeepAliveHandler):
     def do_POST(self) -> None:
         path, query = self._path_and_query()
         if match := _MESSAGES_PATH.match(path):
-            self._serve_send(phone_number_id=match.group(2))
+            self._serve_send(phone_number_id=match.group(2), endpoint=match.group(3))
         elif path == "/_fake/config":
             self._serve_configure()
         elif path == "/_fake/reset":
@@ -64,7 +66,7 @@ class FakeGraphHandler(KeepAliveHandler):
         else:
             self._not_found()
 
-    def _serve_send(self, phone_number_id: str) -> None:
+    def _serve_send(self, phone_number_id: str, endpoint: str = "messages") -> None:
         fake = self.server.fake
         fake.request_started()
         answering = False
@@ -72,7 +74,7 @@ class FakeGraphHandler(KeepAliveHandler):
             arrived = time.monotonic()
             draw = fake.latency_draw()
             body = self._read_body()
-            reply = fake.handle_send(phone_number_id, self.headers.get("Authorization"), body)
+            reply = fake.handle_send(phone_number_id, self.headers.get("Authorization"), body, endpoint)
             if not fake.wait_latency(arrived, draw):
                 self.close_connection = True  # stopped: like a dead server, never answer
                 return

@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import templates
+from .clones import Pick
 from .states import CampaignStatus, InDoubtPolicy, RecipientStatus
+from .whatsapp import SendApi
 
 
 class _Strict(BaseModel):
@@ -109,6 +111,10 @@ class CreateCampaign(_Strict):
         "once: never sent again) or resend (at least once: sent again after the grace period without proof)")
     send_window: SendWindowIn | None = Field(None, description=(
         "the hours it may send in; outside them its shards park and it goes on by itself at the opening"))
+    api: SendApi = Field(SendApi.MESSAGES, description=(
+        "the Graph endpoint its sends go to: messages (default: POST /{phone_number_id}/messages) or "
+        "marketing_messages (the Marketing Messages API, POST /{phone_number_id}/marketing_messages: marketing "
+        "templates only; the same answers, errors and status webhooks)"))
     send_at: datetime | None = Field(
         None, description="start time: ISO 8601 with a time zone, or epoch seconds; must be in the future "
         "(the campaign is then `scheduled`)")
@@ -166,6 +172,7 @@ class CampaignOut(BaseModel):
     template: dict
     rate: int
     in_doubt_policy: str
+    api: SendApi = Field(SendApi.MESSAGES, description="the Graph endpoint its sends go to")
     shards: int
     total: int
     counts: Counts
@@ -370,6 +377,58 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     items: list[EventOut]
     next: str | None = Field(description="pass as ?next= for the following page; null at the end")
+
+
+# -- test sends and clones (campaigns.test_sends, campaigns.clones) ---------------------------------------
+
+
+class SendTestIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"recipients": [
+        {"phone": "+919876543210", "variables": ["Asha", "20%"]}, {"phone": "+14155550100", "variables": ["Sam", "5%"]}]}})
+
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=10, description=(
+        "1 to 10 numbers to send the campaign's template to now, each with its variables (one per {{n}}), "
+        "validated as an import's; the campaign's recipients and counts are not touched"))
+
+
+class SendTestError(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    code: int | None = Field(description="the Graph error code (-2: no connection, -3: a 5xx without a body); "
+                             "null when nothing was sent (suppressed)")
+    message: str
+    class_: str = Field(alias="class", description=(
+        "the error's class, as a campaign's send would be judged (graph_errors: throttled, retry_recipient, "
+        "retryable, recipient, suppress, fatal), or suppressed (on the suppression list: not sent), or "
+        "no_answer (the request went out but no answer came back: it may have been sent)"))
+
+
+class SendTestResult(BaseModel):
+    phone: str = Field(description="E.164 digits")
+    ok: bool = Field(description="Meta accepted the send")
+    wamid: str | None = Field(None, description="the accepted message's id")
+    error: SendTestError | None = None
+
+
+class SendTestOut(BaseModel):
+    results: list[SendTestResult] = Field(description="one per number, in the request's order")
+
+
+class CloneIn(_Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"name": "Diwali (failed, again)",
+                                                             "recipients": "failed"}})
+
+    name: Annotated[str | None, Field(min_length=1, max_length=200, description=(
+        "the new campaign's name (default: the source's, with \" (copy)\")"))] = None
+    recipients: Pick = Field(Pick.NONE, description=(
+        "which of the source's recipients the clone gets, with their variables: none (default), all, failed, "
+        "not_delivered (no delivered_at: pending, failed, in doubt, expired, sent but never reported delivered), "
+        "not_read (no read_at: those, and delivered but never reported read); not_delivered and not_read leave "
+        "out the skipped (opted-out) and those being sent"))
+
+
+class ClonedCampaign(CreatedCampaign):
+    cloned_from: str = Field(description="the source campaign's id")
 
 
 class ErrorBody(BaseModel):

@@ -44,3 +44,10 @@ class Unprocessable(ServiceError):
 class ImportInProgress(ServiceError):
     status = 409
     code = "import_in_progress"
+
+
+class TooManyRows(ServiceError):
+    """More rows than one request may take (a clone picking too many recipients)."""
+
+    status = 413
+    code = "too_many_rows"

@@ -128,6 +128,8 @@ class Campaign(_TableModel):
     rate = NumberAttribute(default=80)
     shard_count = NumberAttribute(default=1)
     in_doubt_policy = UnicodeAttribute(default=InDoubtPolicy.AUTO.value)
+    # The Graph endpoint its sends go to (whatsapp.SendApi): "messages" or "marketing_messages".
+    api = UnicodeAttribute(default="messages")
     paused_reason = UnicodeAttribute(null=True)
     paused_by = UnicodeAttribute(null=True)  # "person", "provider" (Meta paused its template), "error"
     # A pause of the provider's that ends at a known time (an account restriction's expiration):
@@ -344,7 +346,22 @@ def update_without_read_back(item: Model, actions: list, condition=None) -> None
     type(item)._get_connection().update_item(item.PK, range_key=item.SK, actions=actions, condition=condition)
 
 
+# The callback data of a test send (campaigns.test_sends) starts with this: it names no recipient, so
+# the status webhooks of a test send are known for what they are and change nothing.
+TEST_CALLBACK_PREFIX = "test:"
+
+
+def callback_for_test_send(campaign_id: str, token: str) -> str:
+    return f"{TEST_CALLBACK_PREFIX}{campaign_id}:{token}"
+
+
+def is_test_send_callback(key: object) -> bool:
+    return isinstance(key, str) and key.startswith(TEST_CALLBACK_PREFIX)
+
+
 def parse_callback_key(key: str) -> tuple[str, int, int] | None:
+    if is_test_send_callback(key):
+        return None  # a test send's: no recipient
     try:
         campaign_id, shard, seq = key.rsplit(":", 2)
         return campaign_id, int(shard), int(seq)

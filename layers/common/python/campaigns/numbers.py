@@ -40,6 +40,14 @@ def configure(phone_number_id: str, throughput_mps: int, messaging_limit: int | 
     return number_view(phone_number_id)
 
 
+def secret_of(phone_number_id: str) -> str | None:
+    """The name of the secret the number's token is in (a number of another account), None: the stack's."""
+    try:
+        return Number.get(*Number.key(phone_number_id), consistent_read=True).secret or None
+    except DoesNotExist:
+        return None
+
+
 def fits_now(phone_number_id: str, pending: int) -> int | None:
     """How many of `pending` recipients the number's messaging limit lets through now (None: no limit)."""
     left = number_view(phone_number_id)["left"]

@@ -36,6 +36,7 @@ class Metric:
     WEBHOOK_REJECTED = "WebhookRejected"
     OPT_OUTS = "OptOutReplies"  # inbound messages that were an opt-out keyword (campaigns.suppressions)
     HISTORY_WRITES_FAILED = "HistoryWritesFailed"  # a campaign's history event not written (campaigns.history)
+    TEST_SENDS = "TestSends"  # numbers test-sent to by POST /campaigns/{id}/test (campaigns.test_sends)
 
     @classmethod
     def names(cls) -> set[str]:
@@ -60,6 +61,13 @@ def count_failed(error_class: str | None) -> None:
     """One failed message, by its error class: a metric of its own, as the dimension is per message."""
     with single_metric(name=Metric.MESSAGES_FAILED, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
         m.add_dimension(name="ErrorClass", value=str(error_class or "unknown"))
+
+
+def count_test_sends(value: int) -> None:
+    """Test sends of one request, flushed at once: the API function emits no other metric (it has no
+    flush of its own at the end of a request). Their outcomes are in the log ("test send")."""
+    with single_metric(name=Metric.TEST_SENDS, unit=MetricUnit.Count, value=value, namespace=NAMESPACE):
+        pass
 
 
 def mask_phone(phone: str | None) -> str | None:

@@ -108,7 +108,7 @@ class OneSend:
         if self._too_late():
             ledger.unclaim(rec, owner, None, count_attempt=False)
             return Result(rec, Kind.EXPIRED, reason="the campaign expired", paced_seconds=paced)
-        response = self.client.send_template(self.campaign.phone_number_id, payload)
+        response = self.client.send_template(self.campaign.phone_number_id, payload, self.campaign.api)
         result = self._checkpoint(rec, owner, response)
         result.paced_seconds = paced
         return result

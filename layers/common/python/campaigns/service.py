@@ -41,6 +41,7 @@ class CampaignSpec:
     send_at: float | None = None
     send_window: dict | None = None  # campaigns.windows: the hours it may send in
     expires_at: float | None = None  # no send starts after it; what is pending then ends expired
+    api: str = "messages"  # whatsapp.SendApi: the Graph endpoint its sends go to
 
 
 @dataclass
@@ -74,6 +75,7 @@ def create_campaign(spec: CampaignSpec, settings: Settings, campaign_id: str | N
         send_at=spec.send_at,
         send_window=spec.send_window,
         expires_at=spec.expires_at,
+        api=spec.api,
         created_at=now_iso(),
         updated_at=now_iso(),
     )

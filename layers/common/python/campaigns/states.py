@@ -79,6 +79,8 @@ class InDoubtPolicy(StrEnum):
 
 # The statuses a campaign takes imports in (once it is sending, its shards are being walked).
 IMPORTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED})
+# The statuses a campaign may be test-sent in (campaigns.test_sends): before it sends, or while paused.
+TESTABLE = frozenset({CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED})
 
 # The counters a shard item keeps (models.Shard): one per status a recipient ends in, and the
 # deliveries its status webhooks report. A campaign's status answers these and pending/sending.

@@ -28,7 +28,9 @@ write per status is (both land before the 200 that stops Meta's retries). Counte
 statuses (in doubt -> sent, sent -> failed) are written at once, beside the recipient's write, since
 the sender's recount races them through `webhook_moves`.
 
-A status without our callback data, or naming no recipient we have, is ignored and counted.
+A status without our callback data, or naming no recipient we have, is ignored and counted; so is
+the status of a test send (callback data `test:...`, campaigns.test_sends), which changes nothing:
+no recipient, no counter, no proof, not the suppression list (a 131050 in it included).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from .models import (
     Campaign,
     Recipient,
     Shard,
+    is_test_send_callback,
     parse_callback_key,
     recipient_sk,
     shard_pk,
@@ -65,6 +68,7 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"  # already known (a replay)
     UNKNOWN = "unknown"  # no callback data, or no such recipient
     IGNORED = "ignored"  # not a status we handle, or malformed
+    TEST_SEND = "test_send"  # the status of a test send (campaigns.test_sends): nothing to change
 
 
 # -- signature -----------------------------------------------------------------------------------
@@ -146,6 +150,10 @@ def _apply(status: object, phone_number_id: str, counts: DeliveryCounts) -> Outc
     kind = status.get("status")
     if kind not in ("sent", "delivered", "read", "failed"):
         return Outcome.IGNORED
+    if is_test_send_callback(status.get("biz_opaque_callback_data")):
+        logger.info("status of a test send", extra={"status": kind,
+                                                     "recipient": mask_phone(str(status.get("recipient_id", "")))})
+        return Outcome.TEST_SEND
     target = _recipient_of(status.get("biz_opaque_callback_data"))
     if target is None:
         logger.info("status without a recipient of ours",

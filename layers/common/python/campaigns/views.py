@@ -66,6 +66,7 @@ def campaign_status(campaign_id: str, settings: Settings) -> dict:
         "template": campaign.template,
         "rate": int(campaign.rate),
         "in_doubt_policy": campaign.in_doubt_policy,
+        "api": campaign.api or "messages",
         "shards": int(campaign.shard_count),
         "total": total,
         "counts": counts,

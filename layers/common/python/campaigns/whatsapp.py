@@ -16,6 +16,20 @@ from . import graph_errors
 from .config import Settings
 
 
+class SendApi(StrEnum):
+    """Which Graph endpoint a campaign's sends go to (its `api`): the Cloud API's `/messages`, or the
+    Marketing Messages API's `/marketing_messages` (marketing templates only; the same body, answers,
+    errors and status webhooks)."""
+
+    MESSAGES = "messages"
+    MARKETING_MESSAGES = "marketing_messages"
+
+
+def send_path(phone_number_id: str, api: str | None = None) -> str:
+    """The one rule for where a send goes: `/{phone_number_id}/{api}` (default `/messages`)."""
+    return f"/{phone_number_id}/{SendApi(api or SendApi.MESSAGES).value}"
+
+
 class Outcome(StrEnum):
     ACCEPTED = "accepted"
     ERROR = "error"  # Meta answered with an error: it did not send
@@ -70,11 +84,12 @@ class WhatsAppClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
-    def send_template(self, phone_number_id: str, payload: dict) -> SendResult:
+    def send_template(self, phone_number_id: str, payload: dict, api: str | None = None) -> SendResult:
+        """One POST of `payload` to the campaign's endpoint (`api`: SendApi, default /messages)."""
         started = time.monotonic()
         try:
             response = self._session.post(
-                f"{self._base}/{phone_number_id}/messages", json=payload, timeout=self._timeout
+                f"{self._base}{send_path(phone_number_id, api)}", json=payload, timeout=self._timeout
             )
         except (requests.ConnectTimeout, requests.exceptions.InvalidURL) as error:
             return SendResult(Outcome.NOT_SENT, code=graph_errors.CONNECTION, message=str(error))
