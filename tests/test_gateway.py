@@ -27,6 +27,7 @@ from local.gateway import (
     Handler,
     route,
     routes_from_template,
+    url_functions_from_template,
 )
 from local.stack import FUNCTION_NAMES, StackConfig
 from local.template import load_template
@@ -189,14 +190,18 @@ def test_a_function_url_answer_without_a_status_code_is_a_json_200(tmp_path):
 
 def test_routes_and_handlers_come_from_the_template():
     names = {k: v for k, v in FUNCTION_NAMES.items() if v in ("api", "webhook")}
-    routes = {(r.method, r.resource): r.function for r in routes_from_template(load_template(), names)}
+    template = load_template()
+    routes = {(r.method, r.resource): r.function for r in routes_from_template(template, names)}
     assert routes[("POST", "/campaigns")] == "api"
     assert routes[("POST", "/campaigns/{id}/recipients")] == "api"
     assert routes[("GET", "/openapi.json")] == "api"
-    assert routes[("POST", "/webhook")] == "webhook" and routes[("GET", "/webhook")] == "webhook"
+    assert set(routes.values()) == {"api"}  # the webhook is no route of the API ...
+    assert url_functions_from_template(template, names) == ("webhook",)  # ... but the function with a URL
     gateway = Gateway(port=0, dashboard=False)
     matched, parameters, _ = gateway.find_route("POST", "/campaigns/abc/send")
     assert (matched.resource, parameters) == ("/campaigns/{id}/send", {"id": "abc"})
+    assert gateway.find_route("POST", "/webhook") == (None, None, [])
+    assert gateway.url_function == "webhook"
     assert gateway.stage == "dev"
     with pytest.raises(GatewayError, match="serves one"):
         Gateway(port=0, dashboard=False, handlers={}, routes=[], url_functions=("a", "b"))
@@ -322,6 +327,10 @@ def test_status_webhooks_from_the_fake_round_trip_through_the_webhook_route(api_
     challenge = requests.get(f"{url}/webhook", timeout=10, params={
         "hub.mode": "subscribe", "hub.verify_token": stack.secret["verify_token"], "hub.challenge": "42"})
     assert (challenge.status_code, challenge.text) == (200, "42")
+    # The webhook's URL takes any path, as deployed; its handler knows /webhook only.
+    elsewhere = requests.post(f"{url}/", data=body, timeout=10,
+                              headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"
 
 
 def _signed(body: bytes, app_secret: str) -> dict:
