@@ -1,13 +1,24 @@
-"""The local API Gateway: a thin HTTP-to-event adapter in front of the very handlers of functions/*/app.py.
+"""The local API Gateway and function URL: a thin HTTP-to-event adapter in front of the very handlers of
+functions/*/app.py.
 
-Each HTTP request on 127.0.0.1 becomes an API Gateway REST (v1) proxy event (resource, path, httpMethod,
-headers, multiValueHeaders, queryStringParameters, multiValueQueryStringParameters, pathParameters,
-requestContext with identity.sourceIp, requestId and stage, body as text, isBase64Encoded: true only for the
-API's BinaryMediaTypes, of which template.yaml declares none) and is handed to
-the handler that template.yaml routes it to (its `Type: Api` events: the API function, and the webhook
-function for /webhook). The handler's answer (statusCode, headers, multiValueHeaders, body,
-isBase64Encoded) becomes the HTTP response, as API Gateway does it; a handler that raises or answers
-something that is not a proxy response gives API Gateway's 502.
+Each HTTP request on 127.0.0.1 whose path is a route of the REST API (template.yaml's `Type: Api` events: the
+API function's) becomes an API Gateway REST (v1) proxy event (resource, path, httpMethod, headers,
+multiValueHeaders, queryStringParameters, multiValueQueryStringParameters, pathParameters, requestContext with
+identity.sourceIp, requestId and stage, body as text, isBase64Encoded: true only for the API's
+BinaryMediaTypes, of which template.yaml declares none) and is handed to that route's handler. The handler's
+answer (statusCode, headers, multiValueHeaders, body, isBase64Encoded) becomes the HTTP response, as API
+Gateway does it; a handler that raises or answers something that is not a proxy response gives API Gateway's
+502.
+
+Any other path goes to the function the template gives a Lambda function URL (`FunctionUrlConfig`: the
+webhook function, whose URL Meta calls at /webhook), as a function URL event (payload format 2.0: rawPath,
+rawQueryString, lower-cased headers with repeated values joined by commas, cookies, queryStringParameters,
+requestContext.http, body, isBase64Encoded: false for text, JSON, XML and JavaScript bodies). A function URL
+passes every path and method to its function, which answers those it does not know itself. Deployed, the URL
+is a host of its own; here it shares the API's port, so that `{gateway}/webhook` is the webhook, as
+`https://<url-id>.lambda-url.<region>.on.aws/webhook` is deployed. Its answer (statusCode, headers, cookies,
+body, isBase64Encoded; or any other JSON, which a function URL answers as a 200 application/json body)
+becomes the HTTP response.
 
 The handlers run in this process, imported by file path under module names of their own (two files are
 both called app.py), one call at a time: Powertools' resolvers keep the current event on a class that all
@@ -55,6 +66,11 @@ ACCOUNT_ID = "000000000000"
 API_ID = "local"
 # API Gateway refuses larger request payloads before any function sees them.
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+# A function URL's (a synchronous invocation's) request payload limit.
+FUNCTION_URL_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# The bodies a function URL passes as text; any other content type arrives base64-encoded.
+_TEXT_MEDIA_TYPES = ("text/*", "application/json", "application/*+json", "application/xml", "application/*+xml",
+                     "application/javascript")
 # Headers that belong to this hop, not to the answer the function gave.
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
@@ -112,6 +128,11 @@ def routes_from_template(template: dict, names: dict[str, str]) -> list[Route]:
             found.append(route(str(properties["Method"]), str(properties["Path"]), names[logical_id]))
     # API Gateway prefers the most specific resource: literal segments before path parameters.
     return sorted(found, key=lambda r: -r.literal_segments)
+
+
+def url_functions_from_template(template: dict, names: dict[str, str]) -> tuple[str, ...]:
+    """The local names of the functions in `names` that the template gives a function URL."""
+    return tuple(names[logical_id] for logical_id in sam.function_urls(template) if logical_id in names)
 
 
 def stage_from_template(template: dict) -> str:
@@ -316,22 +337,76 @@ def proxy_event(request: HttpRequest, matched: Route | None, path_parameters: di
     }
 
 
+def function_url_event(request: HttpRequest, request_id: str) -> dict:
+    """The Lambda function URL event (payload format 2.0) for one HTTP request."""
+    parts = urlsplit(request.target)
+    path = parts.path or "/"
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in request.headers:
+        key = name.lower()
+        if key == "cookie":
+            cookies += [c.strip() for c in value.split(";") if c.strip()]
+            continue
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    for name, value in (("x-forwarded-for", request.source_ip), ("x-forwarded-proto", "http"),
+                        ("x-forwarded-port", request.host.rpartition(":")[2] or "80")):
+        headers.setdefault(name, value)
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        query[name] = f"{query[name]},{value}" if name in query else value
+    now = datetime.now(UTC)
+    domain = request.host.split(":")[0]
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": parts.query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",  # AuthType NONE: no caller identity
+            "apiId": API_ID,
+            "domainName": request.host,
+            "domainPrefix": domain,
+            "http": {"method": request.method, "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": request.source_ip, "userAgent": headers.get("user-agent", "")},
+            "requestId": request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if query:
+        event["queryStringParameters"] = query
+    if request.body:
+        text = _media_type_in(headers.get("content-type", ""), _TEXT_MEDIA_TYPES)
+        event["body"] = request.body.decode("utf-8", errors="replace") if text else base64.b64encode(
+            request.body).decode()
+        event["isBase64Encoded"] = not text
+    return event
+
+
 def _event_body(raw: bytes, content_type: str, binary_media_types: tuple[str, ...]) -> tuple[str | None, bool]:
     """As API Gateway passes a body: base64 for the API's binary media types, else text (UTF-8; bytes that
     are not UTF-8 become U+FFFD, as API Gateway's conversion to a string does)."""
     if not raw:
         return None, False
-    if _is_binary(content_type, binary_media_types):
+    if _media_type_in(content_type, binary_media_types):
         return base64.b64encode(raw).decode(), True
     return raw.decode("utf-8", errors="replace"), False
 
 
-def _is_binary(content_type: str, binary_media_types: tuple[str, ...]) -> bool:
+def _media_type_in(content_type: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a Content-Type is one of `patterns` (`type/sub`, `type/*`, `*/*`, `type/*+suffix`)."""
     media = content_type.split(";")[0].strip().lower()
-    for pattern in binary_media_types:
+    for pattern in patterns:
         kind, _, sub = pattern.lower().partition("/")
         m_kind, _, m_sub = media.partition("/")
-        if kind in ("*", m_kind) and sub in ("*", m_sub):
+        if kind in ("*", m_kind) and (sub in ("*", m_sub) or (sub.startswith("*+") and m_sub.endswith(sub[1:]))):
             return True
     return False
 
@@ -374,6 +449,18 @@ def response_from(result: Any, request_id: str) -> HttpResponse:
     return HttpResponse(status, headers, body)
 
 
+def function_url_response_from(result: Any, request_id: str) -> HttpResponse:
+    """A function's answer through its URL → HTTP. With a statusCode, as given (each of `cookies` a
+    Set-Cookie header); any other JSON value is the body of a 200 application/json answer, as a function
+    URL infers it."""
+    if not (isinstance(result, dict) and "statusCode" in result):
+        result = {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(result)}
+    response = response_from({k: v for k, v in result.items() if k != "multiValueHeaders"}, request_id)
+    # Before x-amzn-RequestId, which response_from puts last.
+    response.headers[-1:-1] = [("Set-Cookie", str(cookie)) for cookie in result.get("cookies") or []]
+    return response
+
+
 def json_response(status: int, value: Any, extra: list[tuple[str, str]] | None = None) -> HttpResponse:
     body = json.dumps(value, default=str).encode()
     return HttpResponse(status, [("Content-Type", "application/json"), *(extra or [])], body)
@@ -400,6 +487,7 @@ class Gateway:
         names: dict[str, str] | None = None,
         handlers: dict[str, Handler] | None = None,
         routes: list[Route] | None = None,
+        url_functions: tuple[str, ...] = (),
         stage: str | None = None,
         binary_media_types: tuple[str, ...] = (),
         dashboard: bool = True,
@@ -415,10 +503,16 @@ class Gateway:
             names = names or {k: v for k, v in FUNCTION_NAMES.items() if v in ("api", "webhook")}
             handlers = handlers if handlers is not None else handlers_from_template(template, names)
             routes = routes if routes is not None else routes_from_template(template, names)
+            url_functions = url_functions or url_functions_from_template(template, names)
             stage = stage or stage_from_template(template)
             binary_media_types = binary_media_types_from_template(template)
+        if len(url_functions) > 1:
+            raise GatewayError(f"the template gives {len(url_functions)} functions a URL ({', '.join(url_functions)}); "
+                               "the local gateway serves one, on the API's port")
         self.runtime = runtime
         self.routes = routes
+        # The function whose URL serves every path that is not a route of the API (None: such paths are 404).
+        self.url_function = url_functions[0] if url_functions else None
         self.stage = stage or "local"
         self.binary_media_types = tuple(binary_media_types)
         self.access_log = access_log
@@ -502,6 +596,11 @@ class Gateway:
             return self._local(request, path)
         request_id = str(uuid.uuid4())
         matched, parameters, allowed = self.find_route(request.method, path)
+        if matched is None and not allowed and self.url_function is not None:
+            # Not the API's: the function URL's, which takes any path and method.
+            if len(request.body) > FUNCTION_URL_MAX_PAYLOAD_BYTES:
+                return json_response(413, {"message": "Request Too Long"})
+            return self.invoke(self.url_function, function_url_event(request, request_id), request_id)
         if matched is None:
             if allowed:
                 response = error_response(405, "method_not_allowed",
@@ -516,15 +615,18 @@ class Gateway:
         return self.invoke(matched.function, event, request_id)
 
     def invoke(self, function: str, event: dict, request_id: str | None = None) -> HttpResponse:
-        """Run a function's handler on a proxy event (the dashboard calls the API this way too)."""
+        """Run a function's handler on a proxy event, or a function URL event (version 2.0), and map its
+        answer as API Gateway or the function URL does (the dashboard calls the API this way too)."""
         request_id = request_id or event.get("requestContext", {}).get("requestId") or str(uuid.uuid4())
+        through_url = event.get("version") == "2.0"
         try:
             result = self._pools[function].invoke(event)
-            return response_from(result, request_id)
+            return (function_url_response_from if through_url else response_from)(result, request_id)
         except Exception:
             # What API Gateway answers when the integration fails; the traceback goes to the log.
-            log.error("%s %s: the %s function failed\n%s", event.get("httpMethod"), event.get("path"),
-                      function, traceback.format_exc())
+            http = event.get("requestContext", {}).get("http", {})
+            log.error("%s %s: the %s function failed\n%s", event.get("httpMethod") or http.get("method"),
+                      event.get("path") or event.get("rawPath"), function, traceback.format_exc())
             return json_response(502, {"message": "Internal server error"}, [("x-amzn-RequestId", request_id),
                                                                                ("x-amzn-ErrorType",
                                                                                 "InternalServerErrorException")])

@@ -156,6 +156,15 @@ def _function_spec(template: dict, logical_id: str, properties: dict, globals_: 
     )
 
 
+def function_urls(template: dict) -> dict[str, dict]:
+    """Logical id → FunctionUrlConfig, for every function the template gives a Lambda function URL."""
+    return {
+        logical_id: dict(config)
+        for logical_id, resource in resources_of_type(template, "AWS::Serverless::Function").items()
+        if isinstance(config := (resource.get("Properties") or {}).get("FunctionUrlConfig"), dict)
+    }
+
+
 def _resolve_number(template: dict, where: str, value: Any) -> float:
     """A number, or a !Ref to a parameter whose Default is one (other intrinsics need CloudFormation)."""
     if isinstance(value, dict) and set(value) == {"Ref"}:

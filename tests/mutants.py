@@ -331,6 +331,19 @@ MUTATIONS = (
               "    opted_out = {}"),),
         ("tests/test_test_sends.py::test_a_suppressed_number_is_not_sent_to_and_says_why",),
     ),
+    # The webhook's front door is a public function URL (AuthType NONE), which passes any path and
+    # method on: the handler's signature check and its one POST route are all that keep it safe.
+    Mutation(
+        "webhook-signature-unchecked", "the public webhook (not an invariant)", "functions/webhook/app.py",
+        (edit("""        statuses.verify_signature(raw, event.headers.get("x-hub-signature-256"),
+                                  whatsapp_secret(settings())["app_secret"])""", "        pass"),),
+        ("tests/test_webhook.py::test_unsigned_or_badly_signed_bodies_change_nothing",),
+    ),
+    Mutation(
+        "webhook-any-path", "the public webhook (not an invariant)", "functions/webhook/app.py",
+        (edit('@app.post("/webhook")', '@app.post("/<path>")'),),
+        ("tests/test_webhook.py::test_a_signed_status_at_another_path_or_method_changes_nothing",),
+    ),
 )
 
 

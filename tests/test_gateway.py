@@ -1,9 +1,11 @@
-"""The local gateway: HTTP → API Gateway REST proxy events → the very handlers, and back; and the
-local stack driven through it over real HTTP (pause/resume mid-send, the fake's signed status webhooks,
+"""The local gateway: HTTP → API Gateway REST proxy events (the API's routes) or function URL events
+(any other path, for the function with a URL) → the very handlers, and back; and the local stack
+driven through it over real HTTP (pause/resume mid-send, the fake's signed status webhooks,
 senders SIGKILLed at random points found through GET /_local/invocations)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -19,7 +21,14 @@ import pytest
 import requests
 
 from campaigns import views
-from local.gateway import Gateway, GatewayError, Handler, route, routes_from_template
+from local.gateway import (
+    Gateway,
+    GatewayError,
+    Handler,
+    route,
+    routes_from_template,
+    url_functions_from_template,
+)
 from local.stack import FUNCTION_NAMES, StackConfig
 from local.template import load_template
 from local.up import describe
@@ -35,14 +44,16 @@ ECHO = textwrap.dedent('''
     import base64, json
 
     def handler(event, context):
-        if event["path"].endswith("/boom"):
+        path = event.get("path") or event["rawPath"]  # a REST event's, or a function URL event's
+        if path.endswith("/boom"):
             raise RuntimeError("boom")
-        if event["path"].endswith("/malformed"):
+        if path.endswith("/malformed"):
             return {"body": "no status code"}
         return {
             "statusCode": 201,
             "headers": {"Content-Type": "application/json", "X-Single": "one"},
-            "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]},
+            "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]},  # API Gateway's
+            "cookies": ["c=3"],  # a function URL's
             "body": base64.b64encode(json.dumps({"event": event, "remaining_ms": context.get_remaining_time_in_millis(),
                                                   "module": __name__}).encode()).decode(),
             "isBase64Encoded": True,
@@ -60,6 +71,17 @@ def echo_gateway(tmp_path):
     handlers = {"echo": Handler("echo", path, "handler", timeout_seconds=7),
                 "hook": Handler("hook", path, "handler")}
     with Gateway(port=0, handlers=handlers, routes=routes, stage="dev", dashboard=False) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def url_gateway(tmp_path):
+    """The API's routes, and a function with a URL for every other path (as template.yaml's webhook)."""
+    path = tmp_path / "app.py"
+    path.write_text(ECHO)
+    handlers = {"echo": Handler("echo", path, "handler"), "hook": Handler("hook", path, "handler", timeout_seconds=5)}
+    with Gateway(port=0, handlers=handlers, routes=[route("GET", "/things/{id}", "echo")], url_functions=("hook",),
+                 stage="dev", dashboard=False) as gateway:
         yield gateway
 
 
@@ -119,17 +141,70 @@ def test_handler_failures_and_unknown_routes_answer_like_api_gateway(echo_gatewa
     assert requests.get(f"{echo_gateway.url}/_local/invocations", timeout=10).status_code == 404  # no runtime
 
 
+def test_other_paths_go_to_the_function_url_as_payload_2_events(url_gateway):
+    url = url_gateway.url
+    response = requests.post(f"{url}/webhook?x=1&x=2&flag", data=b'{"a": 1}', timeout=10, headers={
+        "Content-Type": "application/json", "X-Repeat": "r1", "Cookie": "k=v; l=w", "User-Agent": "facebookplatform"})
+    assert response.status_code == 201 and response.headers["X-Single"] == "one"
+    assert response.raw.headers.getlist("Set-Cookie") == ["c=3"]  # the answer's cookies, not multiValueHeaders
+    answer = response.json()
+    event = answer["event"]
+    assert (event["version"], event["routeKey"], event["rawPath"]) == ("2.0", "$default", "/webhook")
+    assert event["rawQueryString"] == "x=1&x=2&flag"
+    assert event["queryStringParameters"] == {"x": "1,2", "flag": ""}
+    assert event["headers"]["content-type"] == "application/json" and event["headers"]["x-repeat"] == "r1"
+    assert all(name == name.lower() for name in event["headers"])
+    assert "cookie" not in event["headers"] and event["cookies"] == ["k=v", "l=w"]
+    assert {"resource", "httpMethod", "multiValueHeaders", "pathParameters"}.isdisjoint(event)
+    context = event["requestContext"]
+    assert context["http"] == {"method": "POST", "path": "/webhook", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+                               "userAgent": "facebookplatform"}
+    assert context["stage"] == "$default" and context["accountId"] == "anonymous"
+    assert context["requestId"] == response.headers["x-amzn-RequestId"]
+    assert event["body"] == '{"a": 1}' and event["isBase64Encoded"] is False
+    assert 0 < answer["remaining_ms"] <= 5000  # the URL function's own timeout
+    # Any path and method: the function answers what it does not know. A binary body arrives in base64.
+    binary = requests.put(f"{url}/any/thing", data=b"\xff\x00", timeout=10,
+                          headers={"Content-Type": "application/octet-stream"})
+    event = binary.json()["event"]
+    assert event["requestContext"]["http"]["method"] == "PUT" and event["rawPath"] == "/any/thing"
+    assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == b"\xff\x00"
+    bare = requests.get(f"{url}/", timeout=10).json()["event"]
+    assert "body" not in bare and "queryStringParameters" not in bare and bare["rawQueryString"] == ""
+    # The API's routes stay the API's: a REST event there, and 405 for a method the path does not have.
+    assert requests.get(f"{url}/things/1", timeout=10).json()["event"]["resource"] == "/things/{id}"
+    assert requests.delete(f"{url}/things/1", timeout=10).status_code == 405
+    boom = requests.get(f"{url}/hook/boom", timeout=10)
+    assert boom.status_code == 502
+
+
+def test_a_function_url_answer_without_a_status_code_is_a_json_200(tmp_path):
+    path = tmp_path / "plain.py"
+    path.write_text("def handler(event, context):\n    return {'hello': event['rawPath']}\n")
+    handlers = {"plain": Handler("plain", path, "handler")}
+    with Gateway(port=0, handlers=handlers, routes=[], url_functions=("plain",), dashboard=False) as gateway:
+        response = requests.get(f"{gateway.url}/x", timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"hello": "/x"}
+
+
 def test_routes_and_handlers_come_from_the_template():
     names = {k: v for k, v in FUNCTION_NAMES.items() if v in ("api", "webhook")}
-    routes = {(r.method, r.resource): r.function for r in routes_from_template(load_template(), names)}
+    template = load_template()
+    routes = {(r.method, r.resource): r.function for r in routes_from_template(template, names)}
     assert routes[("POST", "/campaigns")] == "api"
     assert routes[("POST", "/campaigns/{id}/recipients")] == "api"
     assert routes[("GET", "/openapi.json")] == "api"
-    assert routes[("POST", "/webhook")] == "webhook" and routes[("GET", "/webhook")] == "webhook"
+    assert set(routes.values()) == {"api"}  # the webhook is no route of the API ...
+    assert url_functions_from_template(template, names) == ("webhook",)  # ... but the function with a URL
     gateway = Gateway(port=0, dashboard=False)
     matched, parameters, _ = gateway.find_route("POST", "/campaigns/abc/send")
     assert (matched.resource, parameters) == ("/campaigns/{id}/send", {"id": "abc"})
+    assert gateway.find_route("POST", "/webhook") == (None, None, [])
+    assert gateway.url_function == "webhook"
     assert gateway.stage == "dev"
+    with pytest.raises(GatewayError, match="serves one"):
+        Gateway(port=0, dashboard=False, handlers={}, routes=[], url_functions=("a", "b"))
 
 
 def test_a_port_in_use_is_one_clear_line(tmp_path):
@@ -252,6 +327,10 @@ def test_status_webhooks_from_the_fake_round_trip_through_the_webhook_route(api_
     challenge = requests.get(f"{url}/webhook", timeout=10, params={
         "hub.mode": "subscribe", "hub.verify_token": stack.secret["verify_token"], "hub.challenge": "42"})
     assert (challenge.status_code, challenge.text) == (200, "42")
+    # The webhook's URL takes any path, as deployed; its handler knows /webhook only.
+    elsewhere = requests.post(f"{url}/", data=body, timeout=10,
+                              headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"
 
 
 def _signed(body: bytes, app_secret: str) -> dict:

@@ -20,6 +20,7 @@ from campaigns.models import Campaign, CampaignEvent
 from functions.webhook.app import lambda_handler as webhook_handler
 from local.lambda_process import LambdaContext
 from tests.helpers import TEMPLATE, captured_logs
+from tests.test_webhook import webhook_event
 
 
 class Clock:
@@ -194,12 +195,7 @@ def template_event(event: str, title: str | None = None) -> bytes:
 def post_signed(body: bytes, app_secret: str) -> int:
     headers = {"Content-Type": "application/json",
                "X-Hub-Signature-256": "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()}
-    event = {"resource": "/webhook", "path": "/webhook", "httpMethod": "POST", "headers": headers,
-             "multiValueHeaders": {k: [v] for k, v in headers.items()}, "queryStringParameters": None,
-             "multiValueQueryStringParameters": None, "pathParameters": None, "stageVariables": None,
-             "requestContext": {"resourcePath": "/webhook", "httpMethod": "POST", "path": "/dev/webhook",
-                                "stage": "dev", "requestId": str(uuid.uuid4())},
-             "body": body.decode(), "isBase64Encoded": False}
+    event = webhook_event("POST", body.decode(), headers)
     context = LambdaContext(
         aws_request_id=str(uuid.uuid4()), function_name="webhook", function_version="$LATEST",
         invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:webhook", memory_limit_in_mb="512",

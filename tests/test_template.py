@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pynamodb.models
 import pytest
@@ -354,26 +355,59 @@ def _api_operations(cfn: dict) -> dict[tuple[str, str], dict]:
     }
 
 
-def test_api_routes_require_iam_and_webhook_is_public(cfn):
+def test_every_api_route_requires_iam_and_the_webhook_is_none_of_them(cfn):
     ops = _api_operations(cfn)
-    assert set(ops) == API_ROUTES | WEBHOOK_ROUTES
-    for route in API_ROUTES:
-        assert ops[route]["security"] == [{"AWS_IAM": []}], route
-        assert "${ApiFunction.Arn}" in ops[route]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
-    for route in WEBHOOK_ROUTES:
-        assert ops[route]["security"] == [{"NONE": []}], route
-        assert "${WebhookFunction.Arn}" in ops[route]["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+    assert set(ops) == API_ROUTES
+    assert not {path for _, path in ops} & {path for _, path in WEBHOOK_ROUTES}
     for route, op in ops.items():
+        assert op["security"] == [{"AWS_IAM": []}], route
+        assert "${ApiFunction.Arn}" in op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"], route
         # Lambda is invoked through its resource policy, not with the caller's credentials.
         assert "credentials" not in op["x-amazon-apigateway-integration"], route
 
 
-def test_api_default_authorizer_is_aws_iam(sam):
+def test_api_default_authorizer_is_aws_iam_with_no_exception(sam):
     api = sam["Resources"]["Api"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
     assert api["StageName"] == {"Ref": "Stage"}
-    for event in sam["Resources"]["WebhookFunction"]["Properties"]["Events"].values():
-        assert event["Properties"]["Auth"] == {"Authorizer": "NONE"}
+    for fid in FUNCTIONS:
+        for name, event in (sam["Resources"][fid]["Properties"].get("Events") or {}).items():
+            assert "Auth" not in (event.get("Properties") or {}), f"{fid}.{name}: every route takes the default"
+    assert not any(e["Type"] == "Api" for e in (sam["Resources"]["WebhookFunction"]["Properties"].get("Events")
+                                                  or {}).values())
+
+
+def test_the_webhook_is_served_by_its_function_url_public_and_bounded(sam, cfn):
+    """Meta calls the webhook function's own URL: no API Gateway in front (no request fee); public,
+    since Meta cannot sign AWS requests (the function checks its HMAC signature); and bounded by a
+    reserved concurrency, since a function URL has no throttling of its own."""
+    (url_id, url), = _of_type(cfn, "AWS::Lambda::Url").items()
+    assert url_id == "WebhookFunctionUrl"
+    assert url["Properties"]["TargetFunctionArn"] == {"Ref": "WebhookFunction"}
+    assert url["Properties"]["AuthType"] == "NONE"
+    assert "Cors" not in url["Properties"]  # Meta's servers call it, never a browser
+    public = {
+        pid: p["Properties"] for pid, p in _of_type(cfn, "AWS::Lambda::Permission").items()
+        if p["Properties"]["Principal"] == "*"
+    }
+    # Exactly the two a URL with AuthType NONE needs: invoke the URL, and invoke the function through it only.
+    assert sorted((p["Action"], p.get("FunctionUrlAuthType"), p.get("InvokedViaFunctionUrl"))
+                  for p in public.values()) == [("lambda:InvokeFunction", None, True),
+                                                ("lambda:InvokeFunctionUrl", "NONE", None)]
+    assert all(p["FunctionName"] == {"Ref": "WebhookFunction"} for p in public.values())
+    # API Gateway may not invoke the webhook function any more.
+    assert not [pid for pid, p in _of_type(cfn, "AWS::Lambda::Permission").items()
+                if p["Properties"]["FunctionName"] == {"Ref": "WebhookFunction"}
+                and p["Properties"]["Principal"] != "*"]
+    assert cfn["Resources"]["WebhookFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasWebhookReservedConcurrency", {"Ref": "WebhookReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    parameter = sam["Parameters"]["WebhookReservedConcurrency"]
+    assert int(parameter["Default"]) > 0 and int(parameter["MinValue"]) == 0
+    assert sam["Conditions"]["HasWebhookReservedConcurrency"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "WebhookReservedConcurrency"}, 0]}]}
+    # Its public URL is the reason for the checkov skip: the reason names the signature check.
+    skips = {s["id"]: s["comment"] for s in sam["Resources"]["WebhookFunction"]["Metadata"]["checkov"]["skip"]}
+    assert "X-Hub-Signature-256" in skips["CKV_AWS_258"]
 
 
 # --- alarms and dashboard ----------------------------------------------------------------------
@@ -524,7 +558,9 @@ def test_dashboard_shows_lambda_dynamodb_and_dlq_health(cfn):
 
 def test_outputs(cfn):
     assert {"ApiUrl", "WebhookUrl", "DashboardUrl", "TableName", "AlarmTopicArn"} <= set(cfn["Outputs"])
-    assert cfn["Outputs"]["WebhookUrl"]["Value"]["Fn::Sub"].endswith("/webhook")
+    # Meta's callback URL: the function URL (which ends in "/") and the one path the handler serves.
+    assert cfn["Outputs"]["WebhookUrl"]["Value"] == {"Fn::Sub": "${WebhookFunctionUrl.FunctionUrl}webhook"}
+    assert cfn["Resources"]["WebhookFunctionUrl"]["Type"] == "AWS::Lambda::Url"
 
 
 # --- events/ --------------------------------------------------------------------------------------
@@ -534,9 +570,16 @@ def _event(name: str) -> dict:
     return json.loads((EVENTS / name).read_text(encoding="utf-8"))
 
 
+def _all_events() -> dict[str, object]:
+    return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(EVENTS.glob("*.json"))}
+
+
 def _api_events() -> dict[str, dict]:
-    events = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(EVENTS.glob("*.json"))}
-    return {name: e for name, e in events.items() if isinstance(e, dict) and "httpMethod" in e}
+    return {name: e for name, e in _all_events().items() if isinstance(e, dict) and "httpMethod" in e}
+
+
+def _function_url_events() -> dict[str, dict]:
+    return {name: e for name, e in _all_events().items() if isinstance(e, dict) and e.get("version") == "2.0"}
 
 
 def test_every_event_parses():
@@ -592,7 +635,31 @@ def test_api_events_are_rest_proxy_events_for_real_routes():
                 f"{name}: run scripts/sign-event"
             )
         covered.add((e["httpMethod"], e["resource"]))
-    assert covered == API_ROUTES | WEBHOOK_ROUTES, "one sample event per route"
+    assert covered == API_ROUTES, "one sample event per route"
+
+
+def test_webhook_events_are_function_url_events():
+    """Payload format 2.0, as the webhook's function URL passes a request on: lower-cased headers and
+    no multi-value fields, no resource or stage; one event per route Meta calls (and an opt-out)."""
+    events = _function_url_events()
+    assert set(events) == {"webhook-verify.json", "webhook-status.json", "webhook-opt-out.json"}
+    covered = set()
+    for name, e in events.items():
+        assert e["routeKey"] == "$default" and e["requestContext"]["stage"] == "$default", name
+        assert {"resource", "httpMethod", "multiValueHeaders", "multiValueQueryStringParameters"}.isdisjoint(e), name
+        http = e["requestContext"]["http"]
+        assert http["path"] == e["rawPath"] == "/webhook", name
+        assert e["requestContext"]["accountId"] == "anonymous"  # AuthType NONE: no caller identity
+        assert "authorizer" not in e["requestContext"], name
+        assert e["isBase64Encoded"] is False and isinstance(e.get("body", ""), str), name
+        assert all(header == header.lower() for header in e["headers"]), name
+        assert e["headers"]["host"] == e["requestContext"]["domainName"]
+        assert e["requestContext"]["domainName"].endswith(".lambda-url.us-east-1.on.aws"), name
+        assert e.get("queryStringParameters", {}) == dict(parse_qsl(e["rawQueryString"])), name
+        if "body" in e:
+            assert e["headers"]["content-length"] == str(len(e["body"].encode())), f"{name}: run scripts/sign-event"
+        covered.add((http["method"], e["rawPath"]))
+    assert covered == WEBHOOK_ROUTES
 
 
 def test_api_event_bodies():
@@ -619,19 +686,19 @@ def test_sender_and_recovery_events():
 
 def test_webhook_verify_event():
     e = _event("webhook-verify.json")
-    assert e["httpMethod"] == "GET" and e["resource"] == "/webhook"
+    assert e["requestContext"]["http"]["method"] == "GET" and e["rawPath"] == "/webhook"
     q = e["queryStringParameters"]
     assert (
         q["hub.mode"] == "subscribe" and q["hub.verify_token"] == "test-verify-token" and q["hub.challenge"]
     )
-    assert e["requestContext"]["identity"]["userArn"] is None  # unauthenticated
+    assert "body" not in e
 
 
 def test_webhook_status_event_is_signed_with_the_test_app_secret():
     e = _event("webhook-status.json")
-    assert e["httpMethod"] == "POST" and e["resource"] == "/webhook"
+    assert e["requestContext"]["http"]["method"] == "POST" and e["rawPath"] == "/webhook"
     expected = "sha256=" + hmac.new(TEST_APP_SECRET.encode(), e["body"].encode(), hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(e["headers"]["X-Hub-Signature-256"], expected), "run scripts/sign-event"
+    assert hmac.compare_digest(e["headers"]["x-hub-signature-256"], expected), "run scripts/sign-event"
     body = json.loads(e["body"])
     (status,) = body["entry"][0]["changes"][0]["value"]["statuses"]
     assert status["biz_opaque_callback_data"] == "c-demo:0:0"
@@ -641,7 +708,7 @@ def test_webhook_status_event_is_signed_with_the_test_app_secret():
 def test_webhook_opt_out_event_is_an_inbound_stop_signed_with_the_test_app_secret():
     e = _event("webhook-opt-out.json")
     expected = "sha256=" + hmac.new(TEST_APP_SECRET.encode(), e["body"].encode(), hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(e["headers"]["X-Hub-Signature-256"], expected), "run scripts/sign-event"
+    assert hmac.compare_digest(e["headers"]["x-hub-signature-256"], expected), "run scripts/sign-event"
     (message,) = json.loads(e["body"])["entry"][0]["changes"][0]["value"]["messages"]
     assert (message["type"], message["text"]["body"], message["from"]) == ("text", "STOP", "919876543210")
 

@@ -1,5 +1,6 @@
-"""The status webhook, called in-process with API Gateway REST proxy events against the local stack;
-and end to end, with the fake Graph API posting its signed statuses through a small HTTP gateway."""
+"""The status webhook, called in-process with Lambda function URL events (payload format 2.0, as its URL
+passes Meta's requests on) against the local stack; and end to end, with the fake Graph API posting its
+signed statuses through a small HTTP gateway."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from aws_lambda_powertools.utilities import parameters
@@ -24,22 +26,27 @@ from functions.webhook.app import lambda_handler
 from local.lambda_process import LambdaContext
 from tests.helpers import captured_logs, new_campaign, recipients, wait_until
 
-# -- calling the webhook like API Gateway does --------------------------------------------------------------
+# -- calling the webhook like its function URL does --------------------------------------------------------
 
 
 def webhook_event(method: str, body: str | None = None, headers: dict | None = None, query: dict | None = None,
-                  base64_encoded: bool = False) -> dict:
-    headers = dict(headers or {})
-    return {
-        "resource": "/webhook", "path": "/webhook", "httpMethod": method,
-        "headers": headers, "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": None, "stageVariables": None,
-        "requestContext": {"resourcePath": "/webhook", "httpMethod": method, "path": "/dev/webhook", "stage": "dev",
-                           "requestId": str(uuid.uuid4())},
-        "body": body, "isBase64Encoded": base64_encoded,
+                  base64_encoded: bool = False, path: str = "/webhook") -> dict:
+    """A function URL event: header names lower-cased, no multi-value fields, the stage `$default`."""
+    event = {
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": urlencode(query or {}),
+        "headers": {k.lower(): v for k, v in (headers or {}).items()},
+        "requestContext": {"accountId": "anonymous", "apiId": "urlid", "domainName": "urlid.lambda-url.us-east-1.on.aws",
+                           "domainPrefix": "urlid", "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                                                              "sourceIp": "173.252.127.117", "userAgent": "facebookplatform"},
+                           "requestId": str(uuid.uuid4()), "routeKey": "$default", "stage": "$default",
+                           "time": "28/Nov/2026:18:00:00 +0000", "timeEpoch": 1796061600000},
+        "isBase64Encoded": base64_encoded,
     }
+    if query:
+        event["queryStringParameters"] = query
+    if body is not None:
+        event["body"] = body
+    return event
 
 
 def lambda_context() -> LambdaContext:
@@ -404,15 +411,49 @@ def test_phone_numbers_never_reach_the_logs(stack, post):
 
 
 def test_unknown_route_is_404(stack):
-    status, body, _ = invoke({**webhook_event("GET"), "path": "/webhooks", "resource": "/webhooks"})
+    status, body, _ = invoke(webhook_event("GET", path="/webhooks"))
     assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/"), ("POST", "/webhooks"), ("POST", "/webhook/x"),
+                                              ("POST", "/dev/webhook"), ("PUT", "/webhook"), ("PATCH", "/webhook")])
+def test_a_signed_status_at_another_path_or_method_changes_nothing(stack, method, path):
+    """The function URL passes every path and method on: the handler applies POST /webhook alone."""
+    campaign = new_campaign(1)
+    rec = as_sent(recipient(campaign))
+    body = payload(status_event(rec, "failed", code=131050))
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, stack.secret["app_secret"])}
+    status, answer, _ = invoke(webhook_event(method, body.decode(), headers, path=path))
+    assert status == 404 and json.loads(answer)["error"]["code"] == "not_found"
+    assert recipient(campaign).status == "sent" and shard_counts(campaign)["failed"] == 0
+    assert not is_suppressed(rec.phone)
+
+
+def test_the_sample_events_are_what_the_handler_takes(make_stack):
+    """events/webhook-*.json, as `sam local invoke WebhookFunction -e` feeds them, signed with the test-only
+    app secret: the handshake is answered, the status (of a campaign that does not exist) is counted
+    unknown, the STOP reply suppresses its number."""
+    parameters.clear_caches()
+    make_stack(with_scheduler=False, whatsapp_app_secret="test-app-secret", whatsapp_verify_token="test-verify-token")
+
+    def sample(name: str) -> dict:
+        return json.loads((Path(__file__).resolve().parents[1] / "events" / f"{name}.json").read_text())
+
+    assert invoke(sample("webhook-verify"))[:2] == (200, "1158201444")
+    status, answer, _ = invoke(sample("webhook-status"))
+    assert status == 200 and json.loads(answer)["statuses"] == 1
+    status, answer, _ = invoke(sample("webhook-opt-out"))
+    assert status == 200 and json.loads(answer)["opt_outs"] == 1 and is_suppressed("919876543210")
+    forged = sample("webhook-status")
+    forged["body"] = forged["body"].replace("delivered", "read")
+    assert invoke(forged)[0] == 403
 
 
 # -- end to end: the fake Graph API posts signed statuses while a campaign is sent ------------------------------------
 
 
 class _Gateway(BaseHTTPRequestHandler):
-    """POST/GET /webhook → the webhook function, as API Gateway would call it."""
+    """POST/GET /webhook → the webhook function, as its function URL would call it."""
 
     def _handle(self, method: str):
         length = int(self.headers.get("Content-Length") or 0)

@@ -1,6 +1,10 @@
 """WhatsApp webhook: GET verification, POST signed statuses (campaigns.statuses), template events
 (campaigns.provider_events) and opt-out replies (campaigns.suppressions).
 
+Served by the function's own URL (template.yaml: FunctionUrlConfig, AuthType NONE; payload format 2.0):
+public, so every request is authenticated here. A function URL passes every path and method on; only
+GET and POST /webhook are routes, anything else is 404 and touches nothing.
+
 Meta retries any answer but 200 for days, so a valid delivery is answered 200 as soon as its
 statuses are applied (each is idempotent: a retry changes nothing); a store error answers 500 so
 that Meta retries it. Bodies whose signature is missing (401) or wrong (403) change nothing.
@@ -9,14 +13,14 @@ that Meta retries it. Bodies whose signature is missing (401) or wrong (403) cha
 import hmac
 import json
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
 from campaigns import edge, provider_events, statuses, suppressions
 from campaigns.config import settings, whatsapp_secret
 from campaigns.observability import Metric, count, logger, metrics, tracer
 
-app = APIGatewayRestResolver()
+app = LambdaFunctionUrlResolver()
 edge.answer_refusals(app)
 
 
@@ -66,7 +70,7 @@ def receive():
     return edge.json_answer(200, {"statuses": total, **outcomes, **({"opt_outs": len(opt_outs)} if opt_outs else {})})
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event, context):

@@ -1,9 +1,10 @@
 """The HTTP edge both handlers share (the campaign API and the webhook).
 
 One form for every answer: JSON, and for a refusal `{"error": {"code", "message", "field"}}` (409s add
-`current_status`); the body as its sender wrote it (API Gateway hands binary types over in base64);
-a body over the limit refused before anything parses it; the 404 of an unknown route; and the map
-from the domain's refusals (errors.ServiceError, imports.ImportRejected) to their answers.
+`current_status`); the body as its sender wrote it (API Gateway, and the webhook's function URL, hand
+binary bodies over in base64); a body over the limit refused before anything parses it; the 404 of an
+unknown route (REST or function URL events alike); and the map from the domain's refusals
+(errors.ServiceError, imports.ImportRejected) to their answers.
 """
 
 from __future__ import annotations
