@@ -196,6 +196,12 @@ def system_logs_kept(template: dict, logical_id: str) -> bool:
     return config.get("SystemLogLevel", "INFO") in ("INFO", "DEBUG")
 
 
+def tracing(template: dict, logical_id: str) -> str:
+    """The function's X-Ray mode: its own, else the Globals'."""
+    own = template["Resources"][logical_id]["Properties"].get("Tracing")
+    return own or template.get("Globals", {}).get("Function", {}).get("Tracing", "PassThrough")
+
+
 def all_in(messages: int, measured: int, imported, sent, statuses: dict, template: dict, rate: float = 80.0) -> dict:
     """The dollars of a `messages`-message campaign, item by item, from the figures measured over
     `measured` messages (the import's and the sender's meters; the statuses' per message already)."""
@@ -214,8 +220,9 @@ def all_in(messages: int, measured: int, imported, sent, statuses: dict, templat
                              + sum(s["read_units"] for s in statuses.values()))
     log_bytes = messages * sum(s["log_bytes"] for s in statuses.values()) + webhooks * (
         PLATFORM_LOG_BYTES if system_logs_kept(template, "WebhookFunction") else 0)
-    # X-Ray's default sampling: the first request each second, then 5 % of the rest.
-    webhook_traces = sending_seconds + 0.05 * max(0.0, webhooks - sending_seconds)
+    # X-Ray's fixed sampling for Lambda: the first request each second, then 5 % of the rest.
+    webhook_traces = (sending_seconds + 0.05 * max(0.0, webhooks - sending_seconds)
+                      if tracing(template, "WebhookFunction") == "Active" else 0.0)
     items = {
         "lambda_sender": sending_seconds * sender_mb / 1024 * LAMBDA_GB_SECOND + sender_invocations * LAMBDA_REQUEST,
         "lambda_webhook": webhook_gb_s * LAMBDA_GB_SECOND + webhooks * LAMBDA_REQUEST,

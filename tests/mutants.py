@@ -270,6 +270,12 @@ MUTATIONS = (
         ("tests/test_history.py::test_a_template_meta_pauses_leaves_the_providers_pause_and_its_unpause_the_resume",),
     ),
     Mutation(
+        "sent-status-always-written", "10 no hot keys", f"{CAMPAIGNS}/statuses.py",
+        (edit('    elif kind == "sent" and (known := _nothing_new(target, wamid)) is not None:',
+              '    elif False:'),),
+        ("tests/test_costs.py::test_a_status_writes_only_what_it_changes",),
+    ),
+    Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
         (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
          edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.costs import idle_tick_reads, send_campaign
+from bench.costs import idle_tick_reads, send_campaign, webhook_costs
 from campaigns import service
 from campaigns.config import settings
 from campaigns.models import Recipient, shard_pk
@@ -27,9 +27,20 @@ def test_an_idle_tick_reads_the_same_however_many_campaigns_have_finished(table)
 
 def test_a_message_costs_two_writes_and_no_transaction(make_stack):
     make_stack(fake_latency_ms=5, with_scheduler=False)
-    meter, _cpu, _wall = send_campaign(MESSAGES)
+    meter, _cpu, _wall, _campaign_id = send_campaign(MESSAGES)
     assert meter.calls["TransactWriteItems"] == 0, dict(meter.calls)
     assert meter.writes / MESSAGES <= WRITES_PER_MESSAGE_BOUND, dict(meter.calls)
+
+
+def test_a_status_writes_only_what_it_changes(make_stack):
+    """After the sender's checkpoint a `sent` tells nothing new: a read, and no write of the recipient
+    (what is left is its number's proof watermark, at most one write per 0.25 s of claim time). A
+    `delivered` and a `read` each write the recipient and one counter."""
+    stack = make_stack(fake_latency_ms=5, with_scheduler=False)
+    _meter, _cpu, _wall, campaign_id = send_campaign(200)
+    per_kind = webhook_costs(campaign_id, stack.secret["app_secret"])
+    assert per_kind["sent"]["read_units"] == 1.0 and per_kind["sent"]["write_units"] < 0.5, per_kind
+    assert per_kind["delivered"]["write_units"] == per_kind["read"]["write_units"] == 2.0, per_kind
 
 
 def test_a_1000_mps_campaign_spreads_its_recipients_over_13_shard_partitions(table):

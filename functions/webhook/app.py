@@ -66,7 +66,8 @@ def receive():
         count(Metric.WEBHOOK_STATUSES, total)
     if opt_outs:
         count(Metric.OPT_OUTS, len(opt_outs))
-    logger.info("webhook applied", extra={"outcomes": dict(outcomes), "opt_outs": len(opt_outs)})
+    # Debug: one line per webhook would be most of the function's log bytes (the metrics count them).
+    logger.debug("webhook applied", extra={"outcomes": dict(outcomes), "opt_outs": len(opt_outs)})
     return edge.json_answer(200, {"statuses": total, **outcomes, **({"opt_outs": len(opt_outs)} if opt_outs else {})})
 
 
