@@ -100,19 +100,23 @@ def status_body(rec, kind: str, at: int) -> bytes:
 
 
 class _LoggedBytes:
-    """Bytes written to this process's stdout (fd 1: where Lambda's log lines come from) in a block."""
+    """Bytes written to this process's stdout and stderr (fds 1 and 2: Lambda logs both) in a block."""
 
     def __enter__(self):
         sys.stdout.flush()
+        sys.stderr.flush()
         self._file = tempfile.TemporaryFile()
-        self._saved = os.dup(1)
+        self._saved = [os.dup(1), os.dup(2)]
         os.dup2(self._file.fileno(), 1)
+        os.dup2(self._file.fileno(), 2)
         return self
 
     def __exit__(self, *exc):
         sys.stdout.flush()
-        os.dup2(self._saved, 1)
-        os.close(self._saved)
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
         self.bytes = self._file.seek(0, os.SEEK_END)
         self._file.close()
 

@@ -32,7 +32,6 @@ class Metric:
     STUCK_SHARDS = "StuckShards"
     CAMPAIGNS_PAUSED_FATAL = "CampaignsPausedByFatalError"
     CAMPAIGNS_COMPLETED = "CampaignsCompleted"
-    WEBHOOK_STATUSES = "WebhookStatuses"
     WEBHOOK_REJECTED = "WebhookRejected"
     OPT_OUTS = "OptOutReplies"  # inbound messages that were an opt-out keyword (campaigns.suppressions)
     HISTORY_WRITES_FAILED = "HistoryWritesFailed"  # a campaign's history event not written (campaigns.history)
