@@ -1,13 +1,14 @@
 """What a campaign costs, all in: the import, the sender and the status webhooks, measured per message.
 
-Runs, in this process so that their DynamoDB calls, CPU and log bytes can be counted: an import of
-the recipients (the API's import path), the real sender batch against the fake Graph API, then
-Meta's three status webhooks per message (sent, delivered, read), each a signed POST through the
-local gateway's dispatch to the webhook handler, as template.yaml routes it. The store is moto's
-server, each in its own process. The last line is JSON: `usd_per_100k_all_in` and
+Runs, in this process so that their DynamoDB calls, CPU and log bytes can be counted: two imports
+of 10 000 recipients (the API's import path; its largest request), the real sender batch against the
+fake Graph API, then Meta's three status webhooks per message (sent, delivered, read), each a signed
+POST through the local gateway's dispatch to the webhook handler, as template.yaml routes it. The
+store is dynalite, as `make up` runs it (`--store moto` for moto's server), and moto's server holds
+the secret, each in its own process. The last line is JSON: `usd_per_100k_all_in` and
 `write_units_per_message` (sender plus the three statuses), for a user to check.
 
-    .venv/bin/python -m bench.costs [--messages 2000]
+    .venv/bin/python -m bench.costs [--messages 2000] [--store dynalite|moto]
 
 Measured here: write and read units (by DynamoDB's sizing rules, bench/dynamo.py), the handlers'
 CPU time, the bytes they log. Taken from template.yaml: memory, the webhook's front door, tracing,
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 
+from bench.dynamo import local_store
 from local.fakegraph import FakeGraphProcess
 from local.storage import MotoServer, aws_env, create_secret, create_table
 from local.template import functions, load_template
@@ -68,9 +70,13 @@ DYNAMODB_READ_UNIT = 0.125 / 1e6
 BATCH_SECONDS = 900 - 15  # a batch hands off when its remaining time nears the margin
 
 
-def import_costs(messages: int):
-    """The import of `messages` recipients through the API's path (validation, dedupe, suppression,
-    markers, commit): its meter."""
+IMPORT_ROWS = 10_000  # the API's largest import request: a 100 000-recipient list arrives as ten
+
+
+def import_costs(rows: int = IMPORT_ROWS, requests: int = 2):
+    """`requests` imports of `rows` recipients each into one campaign through the API's path
+    (validation, dedupe against the earlier imports' number books, suppression, books, commit):
+    their meter, and how many recipients it covers."""
     from bench.dynamo import metered
     from campaigns import imports, service
     from campaigns.config import settings
@@ -78,10 +84,12 @@ def import_costs(messages: int):
     spec = service.CampaignSpec(name="import", phone_number_id="1", rate=80,
                                 template={"name": "t", "language": "en_US", "components": []})
     campaign = service.create_campaign(spec, settings())
-    parsed = imports.parse_items([{"phone": f"+9197{n:08d}", "variables": []} for n in range(messages)], 0)
     with metered() as meter:
-        service.import_recipients(campaign.id, parsed)
-    return meter
+        for request in range(requests):
+            parsed = imports.parse_items([{"phone": f"+9197{request:02d}{n:06d}", "variables": []}
+                                          for n in range(rows)], 0)
+            service.import_recipients(campaign.id, parsed)
+    return meter, rows * requests
 
 
 STATUS_KINDS = ("sent", "delivered", "read")  # what Meta posts for a message that is read
@@ -207,8 +215,9 @@ def tracing(template: dict, logical_id: str) -> str:
 
 
 def all_in(messages: int, measured: int, imported, sent, statuses: dict, template: dict, rate: float = 80.0) -> dict:
-    """The dollars of a `messages`-message campaign, item by item, from the figures measured over
-    `measured` messages (the import's and the sender's meters; the statuses' per message already)."""
+    """The dollars of a `messages`-message campaign, item by item, from the figures measured: the
+    import's (meter, recipients), the sender's meter over `measured` messages, the statuses' per message."""
+    import_meter, import_recipients = imported
     specs = functions(template)
     sender_mb, webhook_mb = specs["SenderFunction"].memory_mb, specs["WebhookFunction"].memory_mb
     sending_seconds = messages / rate
@@ -218,9 +227,9 @@ def all_in(messages: int, measured: int, imported, sent, statuses: dict, templat
         (s["cpu_ms"] * LAMBDA_FULL_CPU_MB / webhook_mb + s["calls"] * DYNAMODB_CALL_MS) / 1000 for s in statuses.values())
     webhook_gb_s = messages * webhook_seconds * webhook_mb / 1024
     door = webhook_front_door(template)
-    write_units = messages * ((imported.write_units + sent.write_units) / measured
+    write_units = messages * (import_meter.write_units / import_recipients + sent.write_units / measured
                               + sum(s["write_units"] for s in statuses.values()))
-    read_units = messages * ((imported.read_units + sent.read_units) / measured
+    read_units = messages * (import_meter.read_units / import_recipients + sent.read_units / measured
                              + sum(s["read_units"] for s in statuses.values()))
     log_bytes = messages * sum(s["log_bytes"] for s in statuses.values()) + webhooks * (
         PLATFORM_LOG_BYTES if system_logs_kept(template, "WebhookFunction") else 0)
@@ -244,21 +253,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--finished", type=int, nargs="+", default=[10, 1000])
+    parser.add_argument("--store", choices=("dynalite", "moto"), default="dynalite",
+                        help="the DynamoDB (default: dynalite, as make up runs it; it keeps connections open "
+                             "between calls, as DynamoDB does for a Lambda's pooled client)")
     args = parser.parse_args()
     template = load_template()
-    with MotoServer() as moto:
-        os.environ.update(aws_env(moto.url, TABLE))
+    with MotoServer() as moto, local_store(args.store, moto) as store:
+        os.environ.update({**aws_env(moto.url, TABLE), "AWS_ENDPOINT_URL_DYNAMODB": store.url})
         # The functions' own log level (template.yaml's LogLevel default); metrics on, as deployed.
         os.environ.update(POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_NAMESPACE="WhatsAppCampaigns",
                           POWERTOOLS_SERVICE_NAME="bench", POWERTOOLS_LOG_LEVEL=str(
                               template["Parameters"]["LogLevel"]["Default"]), MAX_IN_FLIGHT="16")
-        create_table(moto.url, TABLE)
+        create_table(store.url, TABLE)
         token, app_secret = "bench-token", "bench-app-secret"
         os.environ["WHATSAPP_SECRET_ARN"] = create_secret(moto.url, {"access_token": token, "app_secret": app_secret,
                                                                      "verify_token": "v"})
         with FakeGraphProcess(token=token, latency_ms=20) as fake:
             os.environ["GRAPH_API_URL"] = fake.url
-            imported = import_costs(args.messages)
+            imported = import_costs()
             meter, cpu, wall, campaign_id = send_campaign(args.messages)
             statuses = webhook_costs(campaign_id, app_secret)
             ticks = idle_tick_reads(args.finished)
@@ -275,8 +287,9 @@ def main() -> None:
     print(f"| sender CPU per message (in-process, incl. HTTP client and pynamodb) | {cpu / n * 1000:.2f} ms | |")
     print(f"| DynamoDB write units per message sent (sender) | {meter.write_units / n:.3f} WCU | |")
     print(f"| DynamoDB read units per message sent (sender) | {meter.read_units / n:.3f} RCU | |")
-    print(f"| import: write / read units per recipient | {imported.write_units / n:.3f} WCU / "
-          f"{imported.read_units / n:.3f} RCU | |")
+    import_meter, import_recipients = imported
+    print(f"| import ({import_recipients} recipients in requests of {IMPORT_ROWS}): write / read units per recipient "
+          f"| {import_meter.write_units / import_recipients:.3f} WCU / {import_meter.read_units / import_recipients:.3f} RCU | |")
     for kind, s in statuses.items():
         print(f"| webhook `{kind}`: write / read units, DynamoDB calls, CPU, log bytes | {s['write_units']:.3f} WCU / "
               f"{s['read_units']:.3f} RCU, {s['calls']:.2f} calls, {s['cpu_ms']:.2f} ms, {s['log_bytes']:.0f} B | |")
@@ -297,7 +310,7 @@ def main() -> None:
     print(json.dumps({"usd_per_100k_all_in": round(campaign["total"], 3),
                       "write_units_per_message": round(per_message, 3),
                       "write_units_per_status": {k: round(s["write_units"], 3) for k, s in statuses.items()},
-                      "import_write_units_per_recipient": round(imported.write_units / n, 3),
+                      "import_write_units_per_recipient": round(import_meter.write_units / import_recipients, 3),
                       "front_door": campaign["front_door"]}))
 
 

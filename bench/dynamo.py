@@ -8,6 +8,7 @@ a read costs ceil(bytes read / 4 KB) RCU, halved when eventually consistent.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections import Counter
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 
 from pynamodb.connection.base import Connection
 
+from local.storage import DynaliteServer, MotoServer
 from local.template import load_template, table_definition
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
@@ -110,3 +112,14 @@ def metered():
         yield meter
     finally:
         Connection.dispatch = original
+
+
+def local_store(name: str, moto: MotoServer) -> contextlib.AbstractContextManager:
+    """The DynamoDB a benchmark runs on: dynalite in memory (as `make up` runs it), or the moto
+    server already serving secrets."""
+    if name == "moto":
+        return contextlib.nullcontext(moto)
+    reason = DynaliteServer.missing()
+    if reason:
+        raise SystemExit(f"{reason} (or pass --store moto)")
+    return DynaliteServer()

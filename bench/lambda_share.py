@@ -39,8 +39,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench.dynamo import local_store
 from local.fakegraph import FakeGraphProcess
-from local.storage import DynaliteServer, MotoServer, aws_env, create_secret, create_table
+from local.storage import MotoServer, aws_env, create_secret, create_table
 from local.template import functions, load_template
 
 TABLE = "bench-lambda-share"
@@ -170,19 +171,9 @@ class Sampler:
                 "periods": last[3] - first[3], "throttled": last[4] - first[4]}
 
 
-def _store(name: str, moto: MotoServer) -> contextlib.AbstractContextManager:
-    """The DynamoDB the batch writes to: dynalite in memory, or the moto server already serving secrets."""
-    if name == "moto":
-        return contextlib.nullcontext(moto)
-    reason = DynaliteServer.missing()
-    if reason:
-        raise SystemExit(f"{reason} (or pass --store moto)")
-    return DynaliteServer()
-
-
 def measure(recipients: int, rate: int, memory_mb: int, store_name: str, pin_store: bool) -> dict:
     share = memory_mb / LAMBDA_MB_PER_VCPU
-    with MotoServer() as moto, _store(store_name, moto) as store, CpuQuota(share) as quota:
+    with MotoServer() as moto, local_store(store_name, moto) as store, CpuQuota(share) as quota:
         env = {**aws_env(moto.url, TABLE), "AWS_ENDPOINT_URL_DYNAMODB": store.url,
                "POWERTOOLS_TRACE_DISABLED": "true"}  # no X-Ray daemon here
         os.environ.update(env)

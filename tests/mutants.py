@@ -276,6 +276,22 @@ MUTATIONS = (
         ("tests/test_costs.py::test_a_status_writes_only_what_it_changes",),
     ),
     Mutation(
+        "earlier-imports-not-looked-up", "2 no duplicate", f"{CAMPAIGNS}/imports.py",
+        (edit("    buckets = sorted({bucket_of(n) for n in wanted})\n", "    buckets = []\n"),),
+        ("tests/test_number_books.py::test_whatever_the_imports_a_campaign_holds_each_number_once",),
+    ),
+    Mutation(
+        "uncommitted-book-counts", "2 no duplicate", f"{CAMPAIGNS}/imports.py",
+        (edit("for book in _books(campaign_id, bucket) if book.import_id in committed_imports]",
+              "for book in _books(campaign_id, bucket)]"),),
+        ("tests/test_number_books.py::test_whatever_the_imports_a_campaign_holds_each_number_once",),
+    ),
+    Mutation(
+        "a-book-per-number", "10 no hot keys", f"{CAMPAIGNS}/imports.py",
+        (edit("        buckets.setdefault(bucket_of(phone), {})[phone] = index", "        buckets.setdefault(phone, {})[phone] = index"),),
+        ("tests/test_number_books.py::test_an_import_writes_a_book_per_bucket_each_under_a_write_unit",),
+    ),
+    Mutation(
         "claim-before-the-slot", "3 honest about the gap", f"{CAMPAIGNS}/sending.py",
         (edit("        paced = self.limiter.wait_for_slot()\n", "        paced = 0.0\n"),
          edit("        paced += self.limiter.leave()", "        paced += self.limiter.acquire()")),

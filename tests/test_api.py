@@ -472,11 +472,11 @@ def test_import_drops_suppressed_numbers(stack):
 
 
 def test_numbers_of_an_import_that_died_half_way_can_be_imported_again(stack):
-    """Recipients and markers written, commit never reached: they do not exist for anyone."""
+    """Recipients and number books written, commit never reached: they do not exist for anyone."""
     campaign = create()
 
     def die(import_id, positions):
-        imports.write_markers(campaign["id"], import_id, positions)
+        imports.write_books(campaign["id"], import_id, positions)
         raise RuntimeError("killed before the commit")
 
     with pytest.raises(RuntimeError):

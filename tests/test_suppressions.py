@@ -2,7 +2,7 @@
 
 Inbound messages shaped as Meta posts them (the `messages` webhook with `value.messages[]`: text,
 quick-reply button, interactive button reply), signed and handed to the webhook function as API
-Gateway does; the campaigns they concern built through the import (which writes the phone markers
+Gateway does; the campaigns they concern built through the import (which writes the number books
 the opt-out follows); a batch run in this process for the race with a claim, and real sender
 processes for the whole path.
 """
@@ -130,7 +130,7 @@ def post(stack):
 
 
 def imported_campaign(numbers: list[int], rate: int = 80, **spec):
-    """A draft campaign whose recipients came through the import (phone markers and all)."""
+    """A draft campaign whose recipients came through the import (number books and all)."""
     spec = service.CampaignSpec(name="offer", phone_number_id=NUMBER_ID, template=TEMPLATE, rate=rate, **spec)
     parsed = imports.parse_items([{"phone": "+" + phone(n), "variables": [f"name{n}"]} for n in numbers], 1)
     campaign_id, report = service.create(spec, settings(), parsed)

@@ -7,7 +7,7 @@ Keys (the table itself is defined in template.yaml):
   shard        PK=CAMPAIGN#<id>#SHARD#<n>      SK=SHARD
   recipient    PK=CAMPAIGN#<id>#SHARD#<n>      SK=R#<seq>
   suppression  PK=SUPPRESSED#<phone>           SK=SUPPRESSED
-  phone marker PK=CAMPAIGN#<id>#PHONE#<digits> SK=PHONE        (import dedupe)
+  number book  PK=CAMPAIGN#<id>#NUMBERS#<b>   SK=IMPORT#<id>  (import dedupe: bucket b's numbers of one import)
   import lock  PK=CAMPAIGN#<id>#IMPORT         SK=IMPORT_LOCK  (one import at a time)
 
 A shard item lives in its own recipients' partition rather than in the campaign's: every
@@ -110,6 +110,12 @@ def shard_pk(campaign_id: str, shard: int) -> str:
 
 def recipient_sk(seq: int) -> str:
     return f"R#{seq:09d}"
+
+
+def recipient_place(index: int, shards: int) -> tuple[int, int]:
+    """(shard, seq) of a campaign's recipient number `index` (0-based, in import order): dealt
+    round the shards, so each shard sends its part in the order the recipients came."""
+    return index % shards, index // shards
 
 
 class Campaign(_TableModel):
@@ -470,22 +476,28 @@ class Suppression(_TableModel):
         return f"SUPPRESSED#{phone}", "SUPPRESSED"
 
 
-class PhoneMarker(_TableModel):
-    """A number imported into a campaign, and the recipient it became (see campaigns.imports)."""
+class NumberBook(_TableModel):
+    """The numbers one import put into a campaign that fall in one bucket of the number's hash, each
+    with its recipient's index (campaigns.imports: why in books rather than an item per number)."""
 
     class Meta(_Meta):
         pass
 
     PK = UnicodeAttribute(hash_key=True)
-    SK = UnicodeAttribute(range_key=True, default="PHONE")
-    phone = UnicodeAttribute()
-    import_id = UnicodeAttribute()
-    shard = NumberAttribute()
-    seq = NumberAttribute()
+    SK = UnicodeAttribute(range_key=True)
+    numbers = MapAttribute(default=dict)  # E.164 digits -> the recipient's index (models.recipient_place)
 
     @classmethod
-    def key(cls, campaign_id: str, phone: str) -> tuple[str, str]:
-        return f"{campaign_pk(campaign_id)}#PHONE#{phone}", "PHONE"
+    def key(cls, campaign_id: str, bucket: int, import_id: str) -> tuple[str, str]:
+        return cls.bucket_pk(campaign_id, bucket), f"IMPORT#{import_id}"
+
+    @staticmethod
+    def bucket_pk(campaign_id: str, bucket: int) -> str:
+        return f"{campaign_pk(campaign_id)}#NUMBERS#{bucket}"
+
+    @property
+    def import_id(self) -> str:
+        return self.SK.removeprefix("IMPORT#")
 
 
 class ImportLock(_TableModel):

@@ -20,7 +20,7 @@ from .config import Settings
 from .errors import Conflict, ImportInProgress, NotFound, ServiceError, Unprocessable
 from .graph_errors import ErrorClass, classify
 from .lifecycle import start_shards, transition, wake
-from .models import DUE_CAMPAIGN, Campaign, Recipient, Shard, recipient_sk, shard_pk
+from .models import DUE_CAMPAIGN, Campaign, Recipient, Shard, recipient_place, recipient_sk, shard_pk
 from .observability import logger
 from .states import CAMPAIGN_ACTIONS, IMPORTABLE, CampaignStatus, InDoubtPolicy
 from .states import RecipientStatus as R
@@ -101,8 +101,8 @@ def add_recipients(
     to the campaign at the end, so an import that dies half-way leaves nothing a send picks up.
     A campaign that is already sending cannot take imports (409).
 
-    `placed(import_id, [(phone, shard, seq), ...])` runs after the recipients are written and
-    before the commit (import_recipients writes its phone markers there).
+    `placed(import_id, [(phone, index), ...])` runs after the recipients are written and before
+    the commit (import_recipients writes its number books there); index: models.recipient_place.
     """
     campaign = get_campaign(campaign_id)
     _require(campaign, IMPORTABLE, "import recipients into")
@@ -114,13 +114,13 @@ def add_recipients(
     first = int(item.recipient_count) - len(rows)
     shards = int(campaign.shard_count)
     per_shard: dict[int, int] = {}
-    positions: list[tuple[str, int, int]] = []
+    positions: list[tuple[str, int]] = []
     items: list[Recipient] = []
     for offset, row in enumerate(rows):
         index = first + offset
-        shard, seq = index % shards, index // shards
+        shard, seq = recipient_place(index, shards)
         per_shard[shard] = per_shard.get(shard, 0) + 1
-        positions.append((row.phone, shard, seq))
+        positions.append((row.phone, index))
         items.append(
             Recipient(
                 shard_pk(campaign_id, shard),
@@ -378,7 +378,7 @@ def import_recipients(campaign_id: str, parsed: imports.Parsed) -> dict:
             added = add_recipients(
                 campaign_id,
                 rows,
-                placed=lambda import_id, positions: imports.write_markers(campaign_id, import_id, positions),
+                placed=lambda import_id, positions: imports.write_books(campaign_id, import_id, positions),
             )
     except imports.ImportBusy:
         raise ImportInProgress("another import of this campaign is running; retry when it is done") from None
