@@ -29,8 +29,7 @@ def _pool() -> list[str]:
         n += 1
         crowded = sorted(by_bucket.values(), key=len, reverse=True)
         if len(crowded[0]) >= 4 and len(crowded[1]) >= 2 and len(by_bucket) >= 8:
-            pool = crowded[0][:4] + crowded[1][:2] + [bucket[0] for bucket in crowded[2:8]]
-            return pool
+            return crowded[0][:4] + crowded[1][:2] + [bucket[0] for bucket in crowded[2:8]]
 
 
 POOL = _pool()

@@ -70,7 +70,7 @@ def receive():
     # Lambda counts its invocations (the dashboard's "Webhooks"); the campaigns count the statuses.
     if opt_outs:
         count(Metric.OPT_OUTS, len(opt_outs))
-    # Debug: one line per webhook would be most of the function's log bytes (the metrics count them).
+    # Debug: one line per webhook would be all of the function's log bytes (Lambda counts the requests).
     logger.debug("webhook applied", extra={"outcomes": dict(outcomes), "opt_outs": len(opt_outs)})
     return edge.json_answer(200, {"statuses": total, **outcomes, **({"opt_outs": len(opt_outs)} if opt_outs else {})})
 
