@@ -1,8 +1,9 @@
 """Counting DynamoDB work of the code under measurement, in this process.
 
 moto reports a constant ConsumedCapacity, so capacity units are computed here from the
-calls pynamodb makes and the items they read, by DynamoDB's published sizing rules:
-a write costs ceil(item KB) WCU (each GSI whose keys the write sets costs as much again),
+calls pynamodb makes and the items they read and put, by DynamoDB's published sizing rules:
+a write costs ceil(item KB) WCU (each GSI whose keys the write sets costs as much again; an
+update's item size is not in its request: one unit, see write_units),
 a read costs ceil(bytes read / 4 KB) RCU, halved when eventually consistent.
 """
 
@@ -53,14 +54,24 @@ def _index_keys() -> list[set[str]]:
 INDEX_KEYS = _index_keys()
 
 
+def _put_units(item: dict) -> float:
+    return float(max(1, math.ceil(item_size(item) / 1024)))
+
+
 def write_units(kwargs: dict) -> float:
-    """WCU of one write: 1 per KB of the item (the per-message items are far under 1 KB), and as
-    much again for each global secondary index whose key the write sets or removes."""
-    if "RequestItems" in kwargs or "TransactItems" in kwargs:  # batch and transaction: 1 per item
-        items = kwargs.get("TransactItems") or [r for rs in kwargs.get("RequestItems", {}).values() for r in rs]
-        return float(len(items)) * (2 if "TransactItems" in kwargs else 1)
+    """WCU of one write: 1 per KB of the item, and as much again for each global secondary index
+    whose key the write sets or removes. A put's item is in the request and is sized; an update's
+    is not (DynamoDB charges the larger of the item before and after it): counted as one unit, which
+    holds for the items this code updates per message (recipients without long variables, shards,
+    numbers: a few hundred bytes). A transaction costs twice its items."""
+    if "TransactItems" in kwargs:
+        return 2.0 * len(kwargs["TransactItems"])
+    if "RequestItems" in kwargs:  # BatchWriteItem: each put sized, each delete one unit
+        requests = [r for rs in kwargs["RequestItems"].values() for r in rs]
+        return sum(_put_units(r["PutRequest"]["Item"]) if "PutRequest" in r else 1.0 for r in requests)
     names = set((kwargs.get("ExpressionAttributeNames") or {}).values()) | set(kwargs.get("Item") or ())
-    return 1.0 + sum(1.0 for keys in INDEX_KEYS if names & keys)
+    base = _put_units(kwargs["Item"]) if "Item" in kwargs else 1.0
+    return base * (1 + sum(1 for keys in INDEX_KEYS if names & keys))
 
 
 class Meter:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bench.dynamo import metered
+from bench.dynamo import item_size, metered
 from campaigns import imports, ledger, service
 from campaigns.config import settings as app_settings
 from campaigns.models import NumberBook, recipient_place
@@ -112,5 +112,6 @@ def test_an_import_writes_a_book_per_bucket_each_under_a_write_unit(table):
     books = list(NumberBook.scan(NumberBook.PK.startswith(NumberBook.bucket_pk(campaign.id, 0)[:-1])))
     assert len(books) == imports.BOOK_BUCKETS
     assert sum(len(b.numbers.as_dict()) for b in books) == len(phones)
+    assert max(item_size(b.serialize()) for b in books) < 1024  # each book one write unit
     fixed_writes = 2 + 1 + 1 + int(campaign.shard_count)
     assert meter.write_units == len(phones) + imports.BOOK_BUCKETS + fixed_writes, meter.write_units

@@ -13,7 +13,8 @@ Dedupe across imports of one campaign -- the design:
   at once) and writes its own books with BatchWriteItem (25 a call), before it commits.
   Why books and not an item per number: a write unit buys 1 KB, and a number with its index is
   ~20 bytes. An item per number cost one write unit a recipient, as much as the recipient itself;
-  a 10 000-row import (the API's largest) fills 256 books of ~0.8 KB, 0.026 units a recipient. An
+  a 10 000-row import (the API's largest) fills 256 books of ~0.75 KB (12-digit numbers; longer ones
+  or a fuller bucket can take a book past 1 KB, which costs it two units), 0.026 units a recipient. An
   import's own books and not books shared by all imports: a shared book grows with the campaign,
   and rewriting a 4 KB book to add one number costs 4 units. The lookups read every earlier
   import's book of a bucket, ~0.02 read units a number per earlier 10 000-row import; reads cost
@@ -53,7 +54,7 @@ MAX_VARIABLE_CHARS = 1024
 IMPORT_LOCK_SECONDS = 60
 # Batch calls of one import in flight at once: 10 000 rows are ~1000 calls, ~10 s one after the other.
 PARALLEL_CALLS = 8
-# Buckets of the number books (see above): 10 000 numbers fill 256 books to ~0.8 KB, under one write unit.
+# Buckets of the number books (see above): 10 000 numbers fill 256 books to ~0.75 KB, under one write unit.
 BOOK_BUCKETS = 256
 
 
