@@ -71,7 +71,7 @@ MUTATIONS = (
             ledger.unclaim(rec, owner, None, count_attempt=False)""", """        if False:
             ledger.unclaim(rec, owner, None, count_attempt=False)"""),),
         ("tests/test_sending.py::test_a_batch_whose_own_clock_passed_its_lease_between_claim_and_post_does_not_post",
-         "tests/test_crash.py::test_zombie_frozen_past_its_lease_sends_nothing_after_takeover"),
+         "tests/test_crash.py::test_zombie_frozen_past_its_lease_starts_no_send_after_it_wakes"),
     ),
     Mutation(
         "checkpoint-fence-dropped", "2 no duplicate", f"{CAMPAIGNS}/ledger.py",
@@ -112,7 +112,7 @@ MUTATIONS = (
     Mutation(
         "tick-ignores-expired-leases", "5 bounded stall", f"{CAMPAIGNS}/recovery.py",
         (edit("Shard.due.query(DUE_SHARD, Shard.due_at < now)", "Shard.due.query(DUE_SHARD, Shard.due_at < 0)"),),
-        ("tests/test_crash.py::test_zombie_frozen_past_its_lease_sends_nothing_after_takeover",),
+        ("tests/test_crash.py::test_zombie_frozen_past_its_lease_starts_no_send_after_it_wakes",),
     ),
     Mutation(
         "on-failure-ignored", "5 bounded stall", f"{CAMPAIGNS}/recovery.py",
