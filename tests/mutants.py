@@ -209,11 +209,12 @@ MUTATIONS = (
         ("tests/test_sending.py::test_a_number_of_another_account_sends_with_its_own_token",),
     ),
     Mutation(
-        "event-resumes-a-persons-pause", "8 errors classified once", f"{CAMPAIGNS}/provider_events.py",
-        (edit("            if campaign.paused_by == PAUSED_BY_PROVIDER and not campaign.paused_until:",
-              "            if True:"),
-         edit("        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER, cause=cause)",
-              "        service.resume(campaign_id, settings, cause=cause)")),
+        "event-resumes-a-persons-pause", "8 errors classified once", f"{CAMPAIGNS}/service.py",
+        (edit('        if campaign.status != CampaignStatus.PAUSED or campaign.paused_by != "provider" or len(remaining) == len(current):',
+              "        if campaign.status != CampaignStatus.PAUSED:"),
+         edit('            resume(campaign_id, settings, only_if_paused_by="provider", cause=cause,\n'
+              "                   condition=holds.unchanged_since(campaign.holds_version))",
+              "            resume(campaign_id, settings, cause=cause)")),
         ("tests/test_sending.py::test_a_template_meta_pauses_pauses_its_campaigns_and_its_unpause_resumes_only_those",),
     ),
     Mutation(
@@ -223,9 +224,26 @@ MUTATIONS = (
     ),
     Mutation(
         "restriction-never-lifted", "8 errors classified once", f"{CAMPAIGNS}/service.py",
-        (edit("    if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_until):",
+        (edit('    if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_by == "provider"):',
               "    if True:"),),
         ("tests/test_sending.py::test_an_account_restriction_pauses_that_accounts_campaigns_until_its_expiration_then_they_go_on",),
+    ),
+    Mutation(
+        "a-lift-resumes-despite-other-holds", "8 errors classified once", f"{CAMPAIGNS}/service.py",
+        (edit("        if remaining:\n            if lifecycle.rewrite_holds(", "        if False:\n            if lifecycle.rewrite_holds("),),
+        ("tests/test_holds.py",),
+    ),
+    Mutation(
+        "a-paused-campaign-takes-no-second-hold", "8 errors classified once", f"{CAMPAIGNS}/lifecycle.py",
+        (edit('        if campaign.status != CampaignStatus.PAUSED or campaign.paused_by != "provider" or current.get(hold) == entry[hold]:',
+              "        if True:"),),
+        ("tests/test_holds.py",),
+    ),
+    Mutation(
+        "holds-written-from-a-stale-read", "8 errors classified once", f"{CAMPAIGNS}/holds.py",
+        (edit("    return Campaign.holds_version.does_not_exist() if version is None else Campaign.holds_version == version",
+              "    return Campaign.PK.exists()"),),
+        ("tests/test_holds.py::test_a_change_of_holds_made_from_an_older_read_is_refused",),
     ),
     Mutation(
         "opt-out-not-skipped", "7 polite to the provider", f"{CAMPAIGNS}/suppressions.py",
@@ -265,7 +283,7 @@ MUTATIONS = (
     ),
     Mutation(
         "provider-resume-recorded-as-a-persons", "history (not an invariant)", f"{CAMPAIGNS}/service.py",
-        (edit('                      condition, by=only_if_paused_by or "person", cause=cause)',
+        (edit('                      condition, by=by, cause=cause)',
               '                      condition, cause=cause)'),),
         ("tests/test_history.py::test_a_template_meta_pauses_leaves_the_providers_pause_and_its_unpause_the_resume",),
     ),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from . import history, invoker
+from . import history, holds, invoker
 from . import lease as leases
 from .config import Settings
 from .errors import Conflict
@@ -81,58 +81,93 @@ def update_while(campaign_id: str, sources: Iterable[CampaignStatus], what: str,
 
 
 # Graph errors that mean Meta itself acted (a template paused or disabled for its quality, the spam
-# limit, a restricted account): the pause is the provider's, and its event resumes it (provider_events).
+# limit, a policy block): the pause is the provider's, with the hold the code stands for (campaigns.holds).
 PAUSED_BY_META = frozenset({132015, 132016, 131048, 368})
+HOLD_ATTEMPTS = 20  # reads and conditional writes of a hold map that events change at the same time
 
 
-def pause_for_error(campaign_id: str, reason: str, code: int | None = None) -> bool:
-    """A campaign-fatal Graph error: sending -> paused with the reason; False if it was not sending."""
-    sources, target = CAMPAIGN_ACTIONS["pause"]
+def pause_for_error(campaign_id: str, reason: str, code: int | None = None, template: dict | None = None) -> bool:
+    """A campaign-fatal Graph error: sending -> paused with the reason; False if it was not sending.
+    One of Meta's own codes is the provider's pause, with the hold it stands for (`template`: the
+    campaign's, for a template's code)."""
     reason = reason[:500]
-    by = "provider" if code in PAUSED_BY_META else "error"
-    paused = _write_status(campaign_id, sources, target,
-                           [Campaign.paused_reason.set(reason), Campaign.last_error.set(reason),
-                            Campaign.paused_by.set(by)])
+    if code in PAUSED_BY_META:
+        return _hold(campaign_id, holds.for_code(template, code), reason, None, (CampaignStatus.SENDING,),
+                     [Campaign.last_error.set(reason)], code) == "paused"
+    sources, target = CAMPAIGN_ACTIONS["pause"]
+    paused = _write_status(campaign_id, sources, target, [Campaign.paused_reason.set(reason),
+                                                          Campaign.last_error.set(reason), Campaign.paused_by.set("error")])
     if paused is not None:
-        history.record(campaign_id, Kind.PAUSED, by, reason, code=code)
+        history.record(campaign_id, Kind.PAUSED, "error", reason, code=code)
     return paused is not None
 
 
-def pause_for_provider(campaign_id: str, reason: str, until: float | None = None) -> bool:
+def pause_for_provider(campaign_id: str, hold: str, reason: str, until: float | None = None) -> str:
     """Meta acted on its own (a template paused, an account restricted): sending or scheduled ->
-    paused by the provider. `until`: when it goes on by itself (the DueIndex: recovery resumes it
-    then); None: when the provider's event lifts it. False if it was neither sending nor scheduled."""
-    due = ([Campaign.paused_until.set(until), Campaign.due_kind.set(DUE_CAMPAIGN), Campaign.due_at.set(until)]
-           if until is not None else [Campaign.due_kind.remove(), Campaign.due_at.remove()])
-    for source in (CampaignStatus.SENDING, CampaignStatus.SCHEDULED):  # which one: its resume goes back there
-        paused = _write_status(campaign_id, (source,), CampaignStatus.PAUSED,
-                               [Campaign.paused_reason.set(reason[:500]), Campaign.paused_by.set("provider"),
-                                Campaign.paused_from.set(source.value), *due])
-        if paused is not None:
-            break
-    if paused is not None:
-        history.record(campaign_id, Kind.PAUSED, "provider", reason, until=until)
-        leases.request_halt(campaign_id, range(int(paused.shard_count)))
-    return paused is not None
+    paused by the provider with `hold` (campaigns.holds), and its batches asked to look now:
+    "paused"; or one more hold on a campaign the provider had paused already, "held"; "unchanged"
+    otherwise (a person's pause, a hold it has already). `until`: when the hold lifts by itself
+    (recovery lifts it then)."""
+    done = _hold(campaign_id, hold, reason[:500], until, (CampaignStatus.SENDING, CampaignStatus.SCHEDULED))
+    if done == "paused":
+        leases.request_halt(campaign_id, range(int(get_campaign(campaign_id).shard_count)))
+    return done
 
 
-def reschedule(campaign_id: str, send_at: float, paused_by: str, by: str, cause: str | None) -> Campaign:
+def _hold(campaign_id: str, hold: str, reason: str, until: float | None, sources: Iterable[CampaignStatus],
+          extra: list | None = None, code: int | None = None) -> str:
+    entry = {hold: holds.hold(reason, until)}
+    for _ in range(HOLD_ATTEMPTS):
+        for source in sources:  # which one: its resume goes back there
+            if _write_status(campaign_id, (source,), CampaignStatus.PAUSED,
+                             [Campaign.paused_by.set("provider"), Campaign.paused_from.set(source.value),
+                              *holds.written(entry), *(extra or [])]) is not None:
+                history.record(campaign_id, Kind.PAUSED, "provider", reason, until=until, code=code)
+                return "paused"
+        campaign = get_campaign(campaign_id)
+        if campaign.status in sources:
+            continue  # its last hold lifted since: pause it again
+        current = holds.of(campaign)
+        if campaign.status != CampaignStatus.PAUSED or campaign.paused_by != "provider" or current.get(hold) == entry[hold]:
+            return "unchanged"
+        if _write_while(campaign_id, (CampaignStatus.PAUSED,), holds.written({**current, **entry}),
+                        (Campaign.paused_by == "provider") & holds.unchanged_since(campaign.holds_version)):
+            history.record(campaign_id, Kind.PAUSED, "provider", reason, until=until, code=code)
+            return "held"
+    return "unchanged"
+
+
+def rewrite_holds(campaign_id: str, remaining: dict, version: int | None, cause: str, by: str) -> bool:
+    """Some of a provider's holds lifted, others remain: the campaign stays paused for those (False if
+    its holds changed since they were read at `version`)."""
+    if _write_while(campaign_id, (CampaignStatus.PAUSED,), holds.written(remaining),
+                    (Campaign.paused_by == "provider") & holds.unchanged_since(version)) is None:
+        return False
+    still = "; ".join(remaining[key]["reason"] for key in sorted(remaining))
+    history.record(campaign_id, Kind.PAUSED, by, f"{cause}; still paused: {still}"[:500])
+    return True
+
+
+def reschedule(campaign_id: str, send_at: float, paused_by: str, by: str, cause: str | None,
+               condition=None) -> Campaign:
     """A provider's pause of a campaign that never started ends: scheduled again for `send_at`
-    (409 if it is no longer paused by `paused_by`). `by`, `cause`: its history event."""
+    (409 if it is no longer paused by `paused_by`, or `condition` fails). `by`, `cause`: its history event."""
+    paused_so = Campaign.paused_by == paused_by
     item = _write_status(campaign_id, (CampaignStatus.PAUSED,), CampaignStatus.SCHEDULED,
                          [Campaign.paused_reason.remove(), Campaign.paused_by.remove(), Campaign.paused_until.remove(),
-                          Campaign.paused_from.remove(), Campaign.due_kind.set(DUE_CAMPAIGN),
+                          Campaign.paused_from.remove(), *holds.cleared(), Campaign.due_kind.set(DUE_CAMPAIGN),
                           Campaign.due_at.set(send_at)],
-                         Campaign.paused_by == paused_by)
+                         paused_so if condition is None else paused_so & condition)
     if item is None:
         raise _refused(campaign_id, "resume")
     history.record(campaign_id, Kind.SCHEDULED, by, cause or "resume requested", until=send_at)
     return item
 
 
-def halt_for_error(campaign_id: str, shard_count: int, reason: str, code: int | None, where: dict) -> None:
+def halt_for_error(campaign_id: str, shard_count: int, reason: str, code: int | None, where: dict,
+                   template: dict | None = None) -> None:
     """Pause the campaign for a campaign-fatal error and ask every shard's batch to look now."""
-    if pause_for_error(campaign_id, reason, code):
+    if pause_for_error(campaign_id, reason, code, template):
         leases.request_halt(campaign_id, range(shard_count))
         count(Metric.CAMPAIGNS_PAUSED_FATAL)
         logger.error("campaign paused by a fatal Graph error", extra={**where, "reason": reason})

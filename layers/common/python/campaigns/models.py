@@ -142,6 +142,10 @@ class Campaign(_TableModel):
     # the campaign is in the DueIndex then, and recovery resumes it.
     paused_until = NumberAttribute(null=True)
     paused_from = UnicodeAttribute(null=True)  # a provider's pause: "sending" or "scheduled", where it goes back
+    # A provider's pause: each of its causes, hold -> {reason, until} (campaigns.holds), and the
+    # count of the map's changes, which every write of it is conditioned on.
+    provider_holds = MapAttribute(null=True)
+    holds_version = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     # Still `sending`, but waiting for a limit to free room (campaigns.reach): why, and until when.
     waiting_reason = UnicodeAttribute(null=True)

@@ -4,15 +4,16 @@ Templates: Meta pauses a template whose quality drops (3 h the first time, 6 h t
 disables it the third time, and says so in a `message_template_status_update` change (`value:
 {event, message_template_name, message_template_language, reason, other_info}`). Every campaign
 sending or scheduled with that template then pauses with `paused_by: "provider"` (its batches stop
-at their next heartbeat); an `APPROVED` event whose `other_info.title` is `UNPAUSE`, or
-`REINSTATED`, resumes exactly those.
+at their next heartbeat), and one the provider had paused already for another cause takes this one
+too; an `APPROVED` event whose `other_info.title` is `UNPAUSE`, or `REINSTATED`, lifts that cause.
 
 Accounts: an `account_update` change with event `ACCOUNT_RESTRICTION` and a `restriction_info`
 entry of type `RESTRICTED_BIZ_INITIATED_MESSAGING` pauses the campaigns of that account's numbers
 (the change's `entry.id`; a number names its account in `PUT /numbers/{id}`, one that names none is
-taken to belong to any) until the restriction's `expiration`: recovery resumes them then.
+taken to belong to any) until the restriction's `expiration`: recovery lifts it then.
 
-A campaign a person paused is never resumed by an event. Any other event changes nothing.
+Each cause is a hold of its own (campaigns.holds): a campaign goes on when its last hold lifts. A
+campaign a person paused is never paused again nor resumed by an event. Any other event changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from . import lifecycle, numbers, service
+from . import holds, lifecycle, numbers, service
 from .config import Settings
 from .errors import ServiceError
 from .models import LIST_CAMPAIGNS, Campaign
@@ -30,10 +31,10 @@ from .states import CampaignStatus
 from .timestamps import iso_utc
 
 PAUSING = frozenset({"PAUSED", "DISABLED"})
-PAUSED_BY_PROVIDER = "provider"
 # The restriction that stops template campaigns (others stop replies, or adding numbers).
 BUSINESS_INITIATED = "RESTRICTED_BIZ_INITIATED_MESSAGING"
-WAITING = (CampaignStatus.SENDING, CampaignStatus.SCHEDULED)
+# Sending or scheduled: paused; paused by the provider already: one more hold (lifecycle.pause_for_provider).
+HOLDABLE = (CampaignStatus.SENDING, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
 
 
 def changes_of(payload: object, field: str) -> list[tuple[str, dict]]:
@@ -68,13 +69,14 @@ def apply_template_event(value: dict, settings: Settings) -> dict:
     done = {}
     if event in PAUSING:
         reason = f"template {name} ({language}) {event} by Meta: {value.get('reason') or 'no reason given'}"
-        for campaign in _campaigns(WAITING, lambda c: _sends_template(c, name, language)):
-            done[campaign.id] = _pause(campaign.id, reason)
+        hold = holds.template_hold(name, language)
+        for campaign in _campaigns(HOLDABLE, lambda c: _sends_template(c, name, language)):
+            done[campaign.id] = lifecycle.pause_for_provider(campaign.id, hold, reason)
     else:
         cause = f"template {name} ({language}) {event}{' UNPAUSE' if event == 'APPROVED' else ''} by Meta"
         for campaign in _campaigns((CampaignStatus.PAUSED,), lambda c: _sends_template(c, name, language)):
-            if campaign.paused_by == PAUSED_BY_PROVIDER and not campaign.paused_until:
-                done[campaign.id] = _resume(campaign.id, settings, cause)
+            done[campaign.id] = _lift(campaign.id, lambda key, _: holds.is_template_hold(key, name, language),
+                                      settings, cause)
     logger.info("template event applied", extra={"event": event, "template": name, "campaigns": done})
     return done
 
@@ -89,8 +91,9 @@ def apply_account_event(account_id: str, value: dict, now: float | None = None) 
         return {}
     reason = f"account {account_id} restricted by Meta from business-initiated messaging until {iso_utc(until)}"
     accounts = numbers.accounts_of_numbers()
-    done = {campaign.id: _pause(campaign.id, reason, until)
-            for campaign in _campaigns(WAITING, lambda c: accounts.get(c.phone_number_id) in (None, account_id))}
+    hold = holds.account_hold(account_id)
+    done = {campaign.id: lifecycle.pause_for_provider(campaign.id, hold, reason, until)
+            for campaign in _campaigns(HOLDABLE, lambda c: accounts.get(c.phone_number_id) in (None, account_id))}
     logger.info("account event applied", extra={"event": event, "account": account_id, "campaigns": done})
     return done
 
@@ -131,13 +134,8 @@ def _campaigns(statuses, matches) -> Iterator[Campaign]:
             yield campaign
 
 
-def _pause(campaign_id: str, reason: str, until: float | None = None) -> str:
-    return "paused" if lifecycle.pause_for_provider(campaign_id, reason, until) else "unchanged"
-
-
-def _resume(campaign_id: str, settings: Settings, cause: str) -> str:
+def _lift(campaign_id: str, lifts, settings: Settings, cause: str) -> str:
     try:
-        service.resume(campaign_id, settings, only_if_paused_by=PAUSED_BY_PROVIDER, cause=cause)
-        return "resumed"
+        return service.lift_holds(campaign_id, lifts, settings, cause)
     except ServiceError as refused:
         return f"unchanged: {refused}"

@@ -38,7 +38,7 @@ def tick(settings: Settings, now: float | None = None) -> dict:
     count(Metric.SHARDS_TAKEN_OVER, taken)
     started = 0
     for item in Campaign.due.query(DUE_CAMPAIGN, Campaign.due_at <= now):
-        if service.resume_when_due(item.PK.split("#", 1)[1], settings):
+        if service.resume_when_due(item.PK.split("#", 1)[1], settings, now):
             started += 1
     return {"due_shards": len(stuck), "taken_over": taken, "scheduled_started": started}
 

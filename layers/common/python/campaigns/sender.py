@@ -226,7 +226,8 @@ class ShardBatch:
         """A campaign-fatal error: pause the campaign with the reason, stop claiming."""
         if self.stop != Stop.HALTED:
             self.stop = Stop.HALTED
-            lifecycle.halt_for_error(self.campaign_id, int(self.campaign.shard_count), reason, code, self._where())
+            lifecycle.halt_for_error(self.campaign_id, int(self.campaign.shard_count), reason, code,
+                                     self._where(), self.campaign.template)
 
     def _wait_for_room(self, rec: Recipient) -> None:
         """The messaging limit is reached: the recipient stays open, and the shard waits for room."""

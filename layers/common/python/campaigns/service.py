@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from . import history, imports, ledger, lifecycle
+from . import history, holds, imports, ledger, lifecycle
 from . import lease as leases
 from .config import Settings
 from .errors import Conflict, ImportInProgress, NotFound, ServiceError, Unprocessable
@@ -207,49 +207,78 @@ def _halting(campaign: Campaign) -> Campaign:
 
 
 def resume(campaign_id: str, settings: Settings, only_if_paused_by: str | None = None,
-           cause: str | None = None) -> Campaign:
+           cause: str | None = None, condition=None) -> Campaign:
     """Sending again: the status first, then the shards (see ShardBatch._restart_if_resumed).
     `only_if_paused_by`: an event resumes only the pauses of its own kind (never a person's); the
-    resume is then that kind's (its history event's `by`), with the event as its `cause`."""
+    resume is then that kind's (its history event's `by`), with the event as its `cause`.
+    `condition`: a further one of the write (the provider's holds as an event read them). Every
+    hold of the provider's goes with the resume: a person's resume overrides them."""
     campaign = get_campaign(campaign_id)
     _require(campaign, CAMPAIGN_ACTIONS["resume"][0], "resume")
     if only_if_paused_by and campaign.paused_by != only_if_paused_by:
         raise Conflict(f"campaign {campaign_id} was paused by {campaign.paused_by or 'a person'}",
                        current_status=campaign.status)
+    by = only_if_paused_by or "person"
+    if only_if_paused_by:
+        paused_so = Campaign.paused_by == only_if_paused_by
+        condition = paused_so if condition is None else paused_so & condition
     if campaign.paused_from == CampaignStatus.SCHEDULED and campaign.send_at is not None:
-        return _resume_unstarted(campaign, settings, only_if_paused_by or "person", cause)
+        return _resume_unstarted(campaign, settings, by, cause, condition)
     shards = _open_shards(campaign)
     wake(campaign_id, shards)
-    condition = (Campaign.paused_by == only_if_paused_by) if only_if_paused_by else None
     item = transition(campaign_id, "resume", [Campaign.paused_reason.remove(), Campaign.paused_by.remove(),
                                               Campaign.paused_until.remove(), Campaign.paused_from.remove(),
-                                              Campaign.due_kind.remove(), Campaign.due_at.remove()],
-                      condition, by=only_if_paused_by or "person", cause=cause)
+                                              *holds.cleared(), Campaign.due_kind.remove(), Campaign.due_at.remove()],
+                      condition, by=by, cause=cause)
     start_shards(campaign_id, shards, settings)
     return item
 
 
-def _resume_unstarted(campaign: Campaign, settings: Settings, by: str, cause: str | None) -> Campaign:
+def _resume_unstarted(campaign: Campaign, settings: Settings, by: str, cause: str | None, condition) -> Campaign:
     """Paused by the provider while scheduled: scheduled again, and started now if its time has passed."""
-    lifecycle.reschedule(campaign.id, float(campaign.send_at), campaign.paused_by or "", by, cause)
+    lifecycle.reschedule(campaign.id, float(campaign.send_at), campaign.paused_by or "", by, cause, condition)
     if float(campaign.send_at) <= time.time():
         start_scheduled(campaign.id, settings)
     return get_campaign(campaign.id)
 
 
-def resume_when_due(campaign_id: str, settings: Settings) -> bool:
+def lift_holds(campaign_id: str, lifts, settings: Settings, cause: str) -> str:
+    """The provider lifts the holds `lifts(hold, entry)` picks (campaigns.holds): the campaign resumes
+    if none is left, "resumed"; stays paused for the others, "held"; "unchanged" if it had none of
+    them or is not the provider's pause. Read, then written on the condition that the holds are
+    still as read: an event that changed them meanwhile makes it read again."""
+    for _ in range(lifecycle.HOLD_ATTEMPTS):
+        campaign = get_campaign(campaign_id)
+        current = holds.of(campaign)
+        remaining = {key: entry for key, entry in current.items() if not lifts(key, entry)}
+        if campaign.status != CampaignStatus.PAUSED or campaign.paused_by != "provider" or len(remaining) == len(current):
+            return "unchanged"
+        if remaining:
+            if lifecycle.rewrite_holds(campaign_id, remaining, campaign.holds_version, cause, "provider"):
+                return "held"
+            continue
+        try:
+            resume(campaign_id, settings, only_if_paused_by="provider", cause=cause,
+                   condition=holds.unchanged_since(campaign.holds_version))
+            return "resumed"
+        except Conflict:
+            continue
+    return "unchanged"
+
+
+def resume_when_due(campaign_id: str, settings: Settings, now: float | None = None) -> bool:
     """Recovery found a campaign in the DueIndex: a scheduled one whose time has come, or one the
-    provider paused until a time that has passed (an account restriction's expiration)."""
+    provider paused with a hold that has an end (an account restriction's expiration) now passed."""
     campaign = get_campaign(campaign_id)
-    if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_until):
+    if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_by == "provider"):
         return start_scheduled(campaign_id, settings)
-    try:
-        resume(campaign_id, settings, only_if_paused_by="provider", cause="the provider's restriction expired")
-        return True
-    except ServiceError as error:
-        logger.warning("provider's pause not lifted", extra={"campaign_id": campaign_id, "why": error.message})
+    now = time.time() if now is None else now
+    done = lift_holds(campaign_id, lambda _, entry: entry.get("until") is not None and float(entry["until"]) <= now,
+                      settings, "the provider's restriction expired")
+    if done == "unchanged":
+        logger.warning("provider's pause not lifted", extra={"campaign_id": campaign_id})
         _out_of_due_index(campaign_id)
-        return False
+    return done == "resumed"
 
 
 def retry_failed(campaign_id: str, settings: Settings) -> int:
