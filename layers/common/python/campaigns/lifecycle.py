@@ -134,6 +134,7 @@ def _hold(campaign_id: str, hold: str, reason: str, until: float | None, sources
                         (Campaign.paused_by == "provider") & holds.unchanged_since(campaign.holds_version)):
             history.record(campaign_id, Kind.PAUSED, "provider", reason, until=until, code=code)
             return "held"
+    logger.error("a provider's hold not written: its holds kept changing", extra={"campaign_id": campaign_id, "hold": hold})
     return "unchanged"
 
 

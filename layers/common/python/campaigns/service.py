@@ -263,6 +263,7 @@ def lift_holds(campaign_id: str, lifts, settings: Settings, cause: str) -> str:
             return "resumed"
         except Conflict:
             continue
+    logger.error("a provider's holds not lifted: they kept changing", extra={"campaign_id": campaign_id, "cause": cause})
     return "unchanged"
 
 
