@@ -274,10 +274,13 @@ def resume_when_due(campaign_id: str, settings: Settings, now: float | None = No
     if not (campaign.status == CampaignStatus.PAUSED and campaign.paused_by == "provider"):
         return start_scheduled(campaign_id, settings)
     now = time.time() if now is None else now
-    done = lift_holds(campaign_id, lambda _, entry: entry.get("until") is not None and float(entry["until"]) <= now,
-                      settings, "the provider's restriction expired")
-    if done == "unchanged":
-        logger.warning("provider's pause not lifted", extra={"campaign_id": campaign_id})
+    try:
+        done = lift_holds(campaign_id, lambda _, entry: entry.get("until") is not None and float(entry["until"]) <= now,
+                          settings, "the provider's restriction expired")
+    except ServiceError as error:
+        done = f"unchanged: {error.message}"
+    if done.startswith("unchanged"):
+        logger.warning("provider's pause not lifted", extra={"campaign_id": campaign_id, "why": done})
         _out_of_due_index(campaign_id)
     return done == "resumed"
 
