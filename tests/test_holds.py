@@ -78,7 +78,7 @@ class World:
             self.template_event("APPROVED", title="UNPAUSE")
             self.meta_lifts(lambda hold, _: hold == template)
         elif kind == "restricted":
-            # A second restriction of the account replaces the first, whichever ends later.
+            # A second restriction of the account replaces the first one's end: Meta's newer word.
             until = round(self.now + step[1] * HOUR)
             expiration = {"restriction_type": "RESTRICTED_BIZ_INITIATED_MESSAGING", "expiration": until}
             provider_events.apply_account_event(self.account, {"event": "ACCOUNT_RESTRICTION",
